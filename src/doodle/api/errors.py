@@ -1,0 +1,39 @@
+"""Domain errors mapped to HTTP answers, in one place. Clients never see a traceback."""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from doodle.api.model_client import ModelServerError, ModelServerUnavailableError
+from doodle.categories import InvalidCategoryError
+from doodle.imaging import InvalidImageError
+
+logger = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[Exception], int] = {
+    InvalidImageError: 400,
+    InvalidCategoryError: 400,
+    ModelServerUnavailableError: 503,
+    ModelServerError: 502,
+}
+
+
+def _domain_handler(status: int):
+    async def handle(request: Request, error: Exception) -> JSONResponse:
+        level = logging.WARNING if status < 500 else logging.ERROR
+        logger.log(level, "request failed path=%s status=%d reason=%s", request.url.path, status, error)
+        return JSONResponse({"detail": str(error)}, status_code=status)
+
+    return handle
+
+
+async def _unhandled(request: Request, error: Exception) -> JSONResponse:
+    logger.exception("unhandled error path=%s", request.url.path, exc_info=error)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    for error_type, status in STATUS_BY_ERROR.items():
+        app.add_exception_handler(error_type, _domain_handler(status))
+    app.add_exception_handler(Exception, _unhandled)

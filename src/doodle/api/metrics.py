@@ -1,0 +1,42 @@
+"""Prometheus metrics of the backend; the design's five names are public API."""
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+
+class ApiMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.prediction_requests = Counter(
+            "model_prediction_requests", "Prediction requests received", registry=registry
+        )
+        self.prediction_latency = Histogram(
+            "model_prediction_latency_seconds",
+            "Time to answer a prediction request",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.save_requests = Counter("save_image_requests", "Save-image requests received", registry=registry)
+        self.save_latency = Histogram(
+            "save_image_latency_seconds",
+            "Time to answer a save-image request",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.errors = Counter("api_errors", "Requests answered with an error", ["endpoint"], registry=registry)
+        self.predictions = Counter(
+            "doodle_predictions", "Images classified, by top label", ["category"], registry=registry
+        )
+        self.confidence = Histogram(
+            "doodle_prediction_confidence",
+            "Probability of the top label",
+            buckets=CONFIDENCE_BUCKETS,
+            registry=registry,
+        )
+        self.saved = Counter("doodle_drawings_saved", "Labelled drawings stored", registry=registry)
+
+    def record_prediction(self, label: str, probability: float) -> None:
+        self.predictions.labels(category=label).inc()
+        self.confidence.observe(probability)

@@ -1,0 +1,30 @@
+"""GET /health and GET /categories."""
+
+import base64
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from doodle.api.deps import ModelClientDep
+from doodle.api.schemas import CategoriesPublic, HealthPublic
+from doodle.imaging import PIXELS
+
+router = APIRouter(tags=["health"])
+
+# A single dot: any model answers it, listing every label when top_k is 0.
+_PROBE = base64.b64encode(bytes(PIXELS // 2) + b"\xff" + bytes(PIXELS // 2 - 1)).decode()
+
+
+@router.get("/health", response_model=HealthPublic, responses={503: {"model": HealthPublic}})
+async def health(model: ModelClientDep):
+    """200 only when the model server answers."""
+    if await model.healthy():
+        return HealthPublic(status="ok", model_server="up")
+    return JSONResponse(HealthPublic(status="unavailable", model_server="down").model_dump(), status_code=503)
+
+
+@router.get("/categories", response_model=CategoriesPublic)
+async def categories(model: ModelClientDep) -> CategoriesPublic:
+    """The labels of the model being served, sorted."""
+    (answer,) = await model.predict([_PROBE], top_k=0)
+    return CategoriesPublic(categories=sorted(answer["labels"]), model_version=str(answer["model_version"]))

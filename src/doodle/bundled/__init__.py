@@ -1,0 +1,1 @@
+"""The base model shipped with the package (weights and category list)."""

@@ -1,0 +1,221 @@
+"""The `doodle` command: every entry point of the project."""
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from doodle.config import get_settings
+from doodle.log import configure_logging
+
+logger = logging.getLogger(__name__)
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    from doodle.model.train import TrainConfig
+
+    for item in dataclasses.fields(TrainConfig):
+        flag = "--" + item.name.replace("_", "-")
+        if item.type is bool or item.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=item.default)
+        else:
+            kind = int if "int" in str(item.type) else float if "float" in str(item.type) else str
+            parser.add_argument(flag, type=kind, default=item.default)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from doodle.model.registry import configure_mlflow, log_and_register
+    from doodle.model.train import TrainConfig, train
+
+    settings = get_settings()
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    with mlflow.start_run(run_name=f"train-{config.arch}"):
+        result = train(config, args.data, args.out)
+        if args.register:
+            metrics = result.test.metrics("test_") if result.test else {}
+            log_and_register(result.checkpoint, settings.model_name, metrics)
+    print(f"checkpoint: {result.checkpoint} (best epoch {result.best_epoch + 1})")  # noqa: T201
+    print(f"val   top-1 {result.val.top1:.4f}  top-3 {result.val.top3:.4f}")  # noqa: T201
+    if result.test:
+        print(f"test  top-1 {result.test.top1:.4f}  top-3 {result.test.top3:.4f}")  # noqa: T201
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from doodle.model.data import load_dataset
+    from doodle.model.evaluate import evaluate, plot_confusion
+    from doodle.model.net import load_checkpoint
+    from doodle.model.registry import bundled_checkpoint, configure_mlflow
+
+    settings = get_settings()
+    net, categories, meta = load_checkpoint(args.checkpoint or bundled_checkpoint())
+    split_config = meta.get("train_config", {})
+    dataset = load_dataset(
+        args.data,
+        args.split,
+        categories=categories,
+        val_fraction=split_config.get("val_fraction", 0.1),
+        test_fraction=split_config.get("test_fraction", 0.1),
+        seed=split_config.get("split_seed", 0),
+    )
+    report = evaluate(net, dataset)
+    print(f"{args.split} rows {len(dataset)}: top-1 {report.top1:.4f}  top-3 {report.top3:.4f}")  # noqa: T201
+    for name, accuracy in sorted(report.per_class_top1.items(), key=lambda kv: kv[1]):
+        print(f"  {name:<16} {accuracy:.4f}")  # noqa: T201
+    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    with mlflow.start_run(run_name=f"evaluate-{args.split}"):
+        mlflow.log_metrics(report.metrics(f"{args.split}_"))
+        mlflow.log_metrics({f"{args.split}_top1_{k}": v for k, v in report.per_class_top1.items()})
+        mlflow.log_figure(plot_confusion(report, categories), f"confusion_{args.split}.png")
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from doodle.model.registry import bootstrap, configure_mlflow
+
+    settings = get_settings()
+    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    version = bootstrap(settings.model_name, settings.model_alias, args.checkpoint)
+    print(f"{settings.model_name}@{settings.model_alias} is version {version}")  # noqa: T201
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "doodle.api.app:create_app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers
+    )
+    return 0
+
+
+def cmd_serve_model(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from doodle.model.registry import configure_mlflow
+    from doodle.serving import HotSwapModelServer
+
+    settings = get_settings()
+    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    server = HotSwapModelServer(settings.model_name, settings.model_alias, poll_s=args.poll)
+    uvicorn.run(server, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from doodle import stack
+
+    cmd_bootstrap(argparse.Namespace(checkpoint=None))
+    settings = get_settings()
+    services = [
+        stack.mlflow_server(settings, args.host, args.mlflow_port),
+        stack.model_server(settings, args.host, args.model_port),
+        stack.backend(args.host, args.api_port),
+        stack.pipeline_watcher(args.watch_interval),
+    ]
+    return stack.run(services, settings.log_dir)
+
+
+def cmd_pipeline_run(args: argparse.Namespace) -> int:
+    from doodle.pipeline import store
+    from doodle.pipeline.orchestrator import PipelineBusyError, run_pipeline
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_dir / "pipeline.log")
+    try:
+        return run_pipeline(settings, store.connect(settings.database_url))
+    except PipelineBusyError as error:
+        print(f"refused: {error}", file=sys.stderr)  # noqa: T201
+        return 2
+
+
+def cmd_pipeline_status(args: argparse.Namespace) -> int:
+    from doodle.pipeline import store
+
+    engine = store.connect(get_settings().database_url)
+    store.init_db(engine)
+    for run in store.list_runs(engine, limit=args.limit):
+        stages = " ".join(f"{name}={run[f'stage_{n}_status']}" for n, name in enumerate(store.STAGES, start=1))
+        print(f"run {run['run_id']:>4}  {run['start_time']:%Y-%m-%d %H:%M:%S}  {stages}  {run['message'] or ''}")  # noqa: T201
+    return 0
+
+
+def cmd_pipeline_watch(args: argparse.Namespace) -> int:
+    from doodle.pipeline import store
+    from doodle.pipeline.orchestrator import watch
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_dir / "pipeline.log")
+    watch(settings, store.connect(settings.database_url), args.interval)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="doodle", description="Self-improving doodle classifier.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model on <category>.npy files")
+    train.add_argument("--data", type=Path, required=True, help="folder of <category>.npy files")
+    train.add_argument("--out", type=Path, default=Path("var/checkpoints/doodle_cnn.pt"))
+    train.add_argument("--register", action="store_true", help="register the result in MLflow")
+    _add_train_flags(train)
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="top-1/top-3 accuracy of a checkpoint")
+    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument("--checkpoint", type=Path, help="defaults to the bundled model")
+    evaluate.add_argument("--split", choices=("train", "val", "test"), default="test")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    bootstrap = commands.add_parser("bootstrap", help="register the bundled model if none is deployed")
+    bootstrap.add_argument("--checkpoint", type=Path, help="defaults to the bundled model")
+    bootstrap.set_defaults(handler=cmd_bootstrap)
+
+    api = commands.add_parser("api", help="run the FastAPI backend")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1)
+    api.set_defaults(handler=cmd_api)
+
+    pipeline = commands.add_parser("pipeline", help="the retraining pipeline").add_subparsers(
+        dest="pipeline_command", required=True
+    )
+    pipeline.add_parser("run", help="run the seven stages once").set_defaults(handler=cmd_pipeline_run)
+    status = pipeline.add_parser("status", help="recent runs, newest first")
+    status.add_argument("--limit", type=int, default=10)
+    status.set_defaults(handler=cmd_pipeline_status)
+    watch = pipeline.add_parser("watch", help="run whenever enough new drawings wait")
+    watch.add_argument("--interval", type=float, default=60.0, help="seconds between checks")
+    watch.set_defaults(handler=cmd_pipeline_watch)
+
+    serve = commands.add_parser("serve-model", help="serve name@alias, following the alias when it moves")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=5002)
+    serve.add_argument("--poll", type=float, default=2.0, help="seconds between registry checks")
+    serve.set_defaults(handler=cmd_serve_model)
+
+    run = commands.add_parser("run", help="run the whole local stack")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--mlflow-port", type=int, default=5000)
+    run.add_argument("--model-port", type=int, default=5002)
+    run.add_argument("--api-port", type=int, default=8000)
+    run.add_argument("--watch-interval", type=float, default=60.0, help="seconds between pipeline checks")
+    run.set_defaults(handler=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(get_settings().log_level)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

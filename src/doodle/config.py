@@ -1,0 +1,73 @@
+"""Deployment settings; the only module that reads the environment."""
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", protected_namespaces=())
+
+    # The design's names and defaults.
+    mlflow_hosted_model_url: str = "http://localhost:5002/invocations/"
+    img_data_location: Path = Path("./uploaded_img_data/category")
+
+    # Local state: MLflow store, training data, run store and logs.
+    var_dir: Path = Path("var")
+    data_dir: Path = Path("var/data")  # training data: one <category>.npy per class
+    log_dir: Path = Path("var/logs")
+    mlflow_tracking_uri: str = "sqlite:///var/mlflow.db"
+    mlflow_artifacts_dir: Path = Path("var/mlartifacts")
+    mlflow_experiment: str = "doodle"
+    database_url: str = "sqlite:///var/pipeline.db"
+
+    # The served model.
+    model_name: str = "doodle-classifier"
+    model_alias: str = "production"
+
+    # Retraining pipeline.
+    pipeline_dir: Path = Path("var/pipeline")  # run folders and the run lock
+    min_new_images: int = Field(10, ge=1)
+    dvc_remote: str | None = None  # e.g. a folder or s3:// URL; none keeps data local
+    gate_max_old_drop: float = Field(0.015, ge=0)  # promotion gate: old-class top-1 may drop this much
+    gate_min_new_top1: float = Field(0.7, ge=0, le=1)  # and new classes must reach this top-1
+
+    # Backend.
+    predict_timeout_s: float = Field(5.0, gt=0)
+    connect_timeout_s: float = Field(0.5, gt=0)
+    cors_origins: list[str] = ["http://localhost:9080", "http://127.0.0.1:9080"]
+    log_level: str = "INFO"
+
+
+def settings_under(root: Path, **overrides) -> Settings:
+    """Settings with every piece of local state (stores, data, logs) under `root`, ignoring .env."""
+    root = Path(root)
+    values = dict(
+        var_dir=root,
+        img_data_location=root / "img",
+        data_dir=root / "data",
+        log_dir=root / "logs",
+        pipeline_dir=root / "pipeline",
+        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        mlflow_artifacts_dir=root / "mlartifacts",
+        database_url=f"sqlite:///{root / 'pipeline.db'}",
+    )
+    return Settings(_env_file=None, **{**values, **overrides})
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as environment variables, so child processes see exactly the same."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        env[name.upper()] = json.dumps(value) if isinstance(value, list) else str(value)
+    return env
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,53 @@
+"""Labelled drawings on disk: IMG_DATA_LOCATION/<category>/<utc-timestamp>_<uuid>.png."""
+
+import logging
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+TEMP_PREFIX = "."
+
+
+def drawing_name() -> str:
+    """A unique file name, without counting files: time for order, uuid for uniqueness."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{stamp}_{uuid.uuid4().hex[:12]}.png"
+
+
+def save_drawing(root: Path, category: str, png: bytes) -> Path:
+    """Write `png` atomically under root/category; `category` must already be normalised.
+
+    The bytes go to a hidden temp file that is fsynced and renamed, so readers
+    never see a partial PNG and a crash leaves at most a temp file behind.
+    """
+    folder = Path(root) / category
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / drawing_name()
+    temp = folder / f"{TEMP_PREFIX}{target.name}.tmp"
+    try:
+        with open(temp, "xb") as handle:
+            handle.write(png)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    logger.info("drawing saved category=%s file=%s bytes=%d", category, target.name, len(png))
+    return target
+
+
+def list_drawings(root: Path) -> dict[str, list[Path]]:
+    """Finished PNGs per category folder, oldest first; temp files are skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        return {}
+    found = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        pngs = sorted(p for p in folder.glob("*.png") if not p.name.startswith(TEMP_PREFIX))
+        if pngs:
+            found[folder.name] = pngs
+    return found

@@ -1,0 +1,163 @@
+"""The classifier networks for 1x28x28 doodles, defined here (no torchvision).
+
+Every network is a `backbone` that maps (N, 1, 28, 28) to (N, feature_dim) and a
+linear `head` from features to class logits. Retraining replaces only the head.
+"""
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+ARCHITECTURES = ("cnn", "resnet18", "resnet50")
+
+
+@dataclass
+class NetConfig:
+    arch: str = "cnn"
+    num_classes: int = 21
+    width: int = 32  # channels of the first stage
+    feature_dim: int = 256  # CNN only; ResNets use their last stage's width
+    dropout: float = 0.3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _conv_bn(c_in: int, c_out: int, stride: int = 1, kernel: int = 3) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
+def _cnn_backbone(width: int, feature_dim: int, dropout: float) -> nn.Sequential:
+    w = width
+    return nn.Sequential(
+        *_conv_bn(1, w),
+        *_conv_bn(w, w),
+        nn.MaxPool2d(2),  # 14x14
+        *_conv_bn(w, 2 * w),
+        *_conv_bn(2 * w, 2 * w),
+        nn.MaxPool2d(2),  # 7x7
+        *_conv_bn(2 * w, 4 * w),
+        nn.MaxPool2d(2),  # 3x3
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(4 * w * 9, feature_dim),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+    )
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, c_in: int, planes: int, stride: int) -> None:
+        super().__init__()
+        c_out = planes * self.expansion
+        self.body = nn.Sequential(
+            *_conv_bn(c_in, planes, stride),
+            nn.Conv2d(planes, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        self.shortcut = _shortcut(c_in, c_out, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, c_in: int, planes: int, stride: int) -> None:
+        super().__init__()
+        c_out = planes * self.expansion
+        self.body = nn.Sequential(
+            *_conv_bn(c_in, planes, kernel=1),
+            *_conv_bn(planes, planes, stride),
+            nn.Conv2d(planes, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        self.shortcut = _shortcut(c_in, c_out, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+def _shortcut(c_in: int, c_out: int, stride: int) -> nn.Module:
+    if stride == 1 and c_in == c_out:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+
+
+def _resnet_backbone(block: type[BasicBlock | Bottleneck], depths: list[int], width: int):
+    """ResNet for 28x28: a 3x3 stem without max-pool, then four stages (28, 14, 7, 4)."""
+    layers: list[nn.Module] = _conv_bn(1, width)
+    c_in = width
+    for stage, depth in enumerate(depths):
+        planes = width * 2**stage
+        for i in range(depth):
+            layers.append(block(c_in, planes, stride=2 if stage > 0 and i == 0 else 1))
+            c_in = planes * block.expansion
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return nn.Sequential(*layers), c_in
+
+
+class DoodleNet(nn.Module):
+    def __init__(self, config: NetConfig) -> None:
+        super().__init__()
+        if config.arch == "cnn":
+            self.backbone = _cnn_backbone(config.width, config.feature_dim, config.dropout)
+            feature_dim = config.feature_dim
+        elif config.arch == "resnet18":
+            self.backbone, feature_dim = _resnet_backbone(BasicBlock, [2, 2, 2, 2], config.width)
+        elif config.arch == "resnet50":
+            self.backbone, feature_dim = _resnet_backbone(Bottleneck, [3, 4, 6, 3], config.width)
+        else:
+            raise ValueError(f"unknown arch {config.arch!r}: choose one of {ARCHITECTURES}")
+        self.config = config
+        self.head = nn.Linear(feature_dim, config.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 28, 28) float in [0, 1] -> (N, num_classes) logits."""
+        return self.head(self.backbone(x))
+
+    def grow_head(self, num_classes: int) -> None:
+        """Widen the head to `num_classes`, keeping the existing rows."""
+        old = self.head
+        if num_classes < old.out_features:
+            raise ValueError("a head can grow but not shrink")
+        self.head = nn.Linear(old.in_features, num_classes)
+        with torch.no_grad():
+            self.head.weight[: old.out_features] = old.weight
+            self.head.bias[: old.out_features] = old.bias
+        self.config.num_classes = num_classes
+
+
+def save_checkpoint(path, net: DoodleNet, categories: list[str], replay: dict | None = None, **meta) -> None:
+    """Save weights with the config that rebuilds the network, its label list and replay bank."""
+    saved = {
+        "net_config": net.config.to_dict(),
+        "state_dict": net.state_dict(),
+        "categories": list(categories),
+        "meta": meta,
+    }
+    if replay is not None:
+        saved["replay"] = replay
+    torch.save(saved, path)
+
+
+def load_checkpoint(path) -> tuple[DoodleNet, list[str], dict]:
+    """Rebuild the network in eval mode; returns (net, categories, meta)."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    net = DoodleNet(NetConfig(**saved["net_config"]))
+    net.load_state_dict(saved["state_dict"])
+    net.eval()
+    return net, saved["categories"], saved.get("meta", {})
+
+
+def load_replay(path) -> dict | None:
+    """The checkpoint's replay bank (see doodle.model.finetune), if it has one."""
+    return torch.load(path, map_location="cpu", weights_only=True).get("replay")

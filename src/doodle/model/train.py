@@ -1,0 +1,152 @@
+"""Train a DoodleNet on a folder of `<category>.npy` files, logging to MLflow."""
+
+import copy
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from doodle.model.data import Dataset, augment, load_dataset, to_tensor
+from doodle.model.evaluate import EvalReport, evaluate, plot_confusion
+from doodle.model.finetune import TRAIN, VAL, build_bank
+from doodle.model.net import DoodleNet, NetConfig, save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "cnn"  # cnn | resnet18 | resnet50
+    width: int = 28  # channels of the first stage
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 3e-3  # peak of the one-cycle schedule
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    augment: bool = True
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 0  # fixes which rows are val and test
+    seed: int = 0  # weights init, shuffling and augmentation
+    limit_per_class: int | None = None
+    replay_train_per_class: int = 160  # replay bank shipped in the checkpoint
+    replay_val_per_class: int = 60
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    best_epoch: int
+    val: EvalReport
+    test: EvalReport | None
+
+
+def _loader(dataset: Dataset, batch_size: int, generator: torch.Generator):
+    order = torch.randperm(len(dataset), generator=generator).numpy()
+    for start in range(0, len(order), batch_size):
+        picked = order[start : start + batch_size]
+        yield to_tensor(dataset.images[picked]), torch.from_numpy(dataset.labels[picked])
+
+
+def sample_per_class(dataset: Dataset, per_class: int, seed: int) -> np.ndarray:
+    """Indices of at most `per_class` random rows of each class."""
+    rng = np.random.default_rng(seed)
+    picks = [
+        rng.permutation(np.flatnonzero(dataset.labels == label))[:per_class] for label in range(len(dataset.categories))
+    ]
+    return np.sort(np.concatenate(picks))
+
+
+def replay_bank(net: DoodleNet, train_set: Dataset, val_set: Dataset, config: TrainConfig) -> dict:
+    """Features of a per-class sample of the train and val splits, for later head retraining."""
+    train_rows = sample_per_class(train_set, config.replay_train_per_class, config.seed)
+    val_rows = sample_per_class(val_set, config.replay_val_per_class, config.seed)
+    images = np.concatenate([train_set.images[train_rows], val_set.images[val_rows]])
+    labels = np.concatenate([train_set.labels[train_rows], val_set.labels[val_rows]])
+    split = np.concatenate([np.full(len(train_rows), TRAIN), np.full(len(val_rows), VAL)])
+    return build_bank(net, images, labels, split)
+
+
+def train(config: TrainConfig, data_dir: Path, checkpoint_path: Path) -> TrainResult:
+    """Train, keep the epoch with the best validation top-1, save and log it."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    split = dict(
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.split_seed,
+        limit_per_class=config.limit_per_class,
+    )
+    train_set = load_dataset(data_dir, "train", **split)
+    val_set = load_dataset(data_dir, "val", categories=train_set.categories, **split)
+
+    net = DoodleNet(NetConfig(arch=config.arch, num_classes=len(train_set.categories), width=config.width))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
+    )
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    mlflow.log_params({**asdict(config), "classes": len(train_set.categories), "train_rows": len(train_set)})
+    logger.info("training arch=%s classes=%d rows=%d", config.arch, len(train_set.categories), len(train_set))
+
+    best_state, best_epoch, best_val = None, -1, None
+    for epoch in range(config.epochs):
+        net.train()
+        started, total_loss, seen = time.perf_counter(), 0.0, 0
+        batches = tqdm(
+            _loader(train_set, config.batch_size, generator),
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            leave=False,
+        )
+        for images, labels in batches:
+            if config.augment:
+                images = augment(images, generator)
+            loss = loss_fn(net(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total_loss += loss.item() * len(labels)
+            seen += len(labels)
+            batches.set_postfix(loss=f"{total_loss / seen:.3f}")
+        val = evaluate(net, val_set)
+        mlflow.log_metrics(
+            {"train_loss": total_loss / seen, **val.metrics("val_"), "epoch_seconds": time.perf_counter() - started},
+            step=epoch,
+        )
+        logger.info("epoch done epoch=%d loss=%.4f val_top1=%.4f", epoch + 1, total_loss / seen, val.top1)
+        if best_val is None or val.top1 > best_val.top1:
+            best_state, best_epoch, best_val = copy.deepcopy(net.state_dict()), epoch, val
+
+    net.load_state_dict(best_state)
+    test = None
+    if config.test_fraction > 0:
+        test_set = load_dataset(data_dir, "test", categories=train_set.categories, **split)
+        test = evaluate(net, test_set)
+        mlflow.log_metrics(test.metrics("test_"))
+        mlflow.log_figure(plot_confusion(test, test_set.categories), "confusion_test.png")
+    checkpoint_path = Path(checkpoint_path)
+    checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+    replay = replay_bank(net, train_set, val_set, config)
+    save_checkpoint(
+        checkpoint_path,
+        net,
+        train_set.categories,
+        replay=replay,
+        train_config=asdict(config),
+        val_top1=best_val.top1,
+        test_top1=test.top1 if test else None,
+        test_top3=test.top3 if test else None,
+    )
+    mlflow.log_metrics({"best_epoch": best_epoch, **best_val.metrics("best_val_")})
+    mlflow.log_artifact(str(checkpoint_path), artifact_path="checkpoint")
+    return TrainResult(checkpoint_path, best_epoch, best_val, test)

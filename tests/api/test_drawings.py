@@ -1,0 +1,66 @@
+"""POST /save-image/ through the real backend app."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from doodle.api.app import create_app
+from tests.conftest import b64
+
+
+@pytest.fixture
+def backend(settings):
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def all_files(root):
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def test_save_image_stores_normalised_png(backend, settings, quickdraw_test):
+    answer = backend.post("/save-image/", json={"image": b64(quickdraw_test.images[0]), "category": "Smiley Face"})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["message"] == "Image saved successfully"
+    assert body["category"] == "smiley_face"
+    (saved,) = all_files(settings.img_data_location)
+    assert saved.parent.name == "smiley_face" and saved.suffix == ".png"
+    pixels = np.asarray(Image.open(saved))
+    assert pixels.shape == (28, 28) and pixels.max() == 255
+
+
+@pytest.mark.parametrize(
+    "category",
+    ["../../etc", "..", "/tmp/x", "cat/../../x", "a\\b", "cat\x00", "%2e%2e", "кот", "", "x" * 65, "..."],
+)
+def test_save_image_rejects_path_escape_and_bad_names(backend, settings, quickdraw_test, category):
+    answer = backend.post("/save-image/", json={"image": b64(quickdraw_test.images[0]), "category": category})
+    assert answer.status_code == 400
+    assert "category" in answer.json()["detail"]
+    written = [p for p in all_files(settings.var_dir) if "logs" not in p.parts]
+    assert written == []
+
+
+@pytest.mark.parametrize("image", ["###", b64(np.zeros(784, np.uint8)), b64(np.ones(10, np.uint8))])
+def test_save_image_rejects_bad_image_and_writes_nothing(backend, settings, image):
+    answer = backend.post("/save-image/", json={"image": image, "category": "cat"})
+    assert answer.status_code == 400
+    assert all_files(settings.img_data_location) == []
+
+
+def test_save_image_parallel_saves_give_one_file_each(backend, settings, quickdraw_test):
+    count = 40
+
+    def save(i):
+        return backend.post("/save-image", json={"image": b64(quickdraw_test.images[i]), "category": "cat"})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(save, range(count)))
+    assert [a.status_code for a in answers] == [200] * count
+    files = all_files(settings.img_data_location / "cat")
+    assert len(files) == count
+    assert len({a.json()["filename"] for a in answers}) == count
