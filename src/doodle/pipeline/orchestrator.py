@@ -1,0 +1,121 @@
+"""Run the seven stages as subprocesses and record each run in `pipeline_runs`."""
+
+import fcntl
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from doodle.config import Settings, settings_env
+from doodle.drawings import list_drawings
+from doodle.pipeline import store
+from doodle.pipeline.runner import StageContext
+from doodle.pipeline.store import STAGES, Status
+
+logger = logging.getLogger(__name__)
+
+
+class PipelineBusyError(RuntimeError):
+    """Another pipeline run holds the lock."""
+
+
+@contextmanager
+def run_lock(pipeline_dir: Path) -> Iterator[None]:
+    """An exclusive lock the kernel releases when its holder dies, even by SIGKILL."""
+    pipeline_dir.mkdir(parents=True, exist_ok=True)
+    path = pipeline_dir / "run.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise PipelineBusyError(f"another pipeline run is active (pid {holder}); try again when it ends") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
+def close_interrupted_runs(engine: Engine) -> None:
+    """A run left 'running' by a crash: mark its running stage and the later ones failed."""
+    for run in store.list_runs(engine):
+        running = [stage for n, stage in enumerate(STAGES, start=1) if run[f"stage_{n}_status"] == Status.RUNNING]
+        if running:
+            message = f"interrupted during stage {running[0]}"
+            store.mark_from(engine, run["run_id"], running[0], Status.FAILED, message)
+            logger.warning("closed interrupted run run_id=%d stage=%s", run["run_id"], running[0])
+
+
+def run_stage(stage: str, run_dir: Path, env: dict[str, str]) -> tuple[int, str]:
+    """Run one stage as `python -m doodle.pipeline.stages.<stage>`; returns (exit code, last stderr line)."""
+    done = subprocess.run(
+        [sys.executable, "-m", f"doodle.pipeline.stages.{stage}", "--run-dir", str(run_dir)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    return done.returncode, (lines[-1] if lines else "")
+
+
+def run_pipeline(settings: Settings, engine: Engine, report=print) -> int:
+    """Execute one run; returns 0 on success or when not triggered, 1 when a stage failed."""
+    with run_lock(settings.pipeline_dir):
+        store.init_db(engine)
+        close_interrupted_runs(engine)
+        run_id = store.create_run(engine)
+        run_dir = settings.pipeline_dir / "runs" / str(run_id)
+        shutil.rmtree(run_dir, ignore_errors=True)  # left by a store that was since replaced
+        run_dir.mkdir(parents=True)
+        context = StageContext(settings, run_dir)
+        env = {**os.environ, **settings_env(settings)}
+        report(f"pipeline run {run_id}")
+        for n, stage in enumerate(STAGES, start=1):
+            store.update_stage(engine, run_id, stage, Status.RUNNING)
+            started = time.perf_counter()
+            code, reason = run_stage(stage, run_dir, env)
+            seconds = time.perf_counter() - started
+            if code != 0:
+                store.update_stage(engine, run_id, stage, Status.FAILED)
+                store.mark_from(engine, run_id, stage, Status.FAILED, message=f"{stage}: {reason or code}")
+                logger.error("stage failed stage=%s run_id=%d reason=%s", stage, run_id, reason)
+                report(f"  {n}/7 {stage:<8} failed after {seconds:.1f}s: {reason}")
+                return 1
+            store.update_stage(engine, run_id, stage, Status.COMPLETE)
+            logger.info("stage done stage=%s run_id=%d seconds=%.1f", stage, run_id, seconds)
+            report(f"  {n}/7 {stage:<8} complete in {seconds:.1f}s")
+            if stage == "scan":
+                found = context.read_output("scan")["total"]
+                if found < settings.min_new_images:
+                    store.set_not_triggered(engine, run_id)
+                    message = f"{found} new drawings, fewer than MIN_NEW_IMAGES={settings.min_new_images}"
+                    store.update_stage(engine, run_id, "scan", Status.COMPLETE, message=message)
+                    report(f"  not triggered: {message}")
+                    return 0
+        report(f"pipeline run {run_id} complete")
+        return 0
+
+
+def watch(settings: Settings, engine: Engine, interval_s: float, max_checks: int | None = None) -> None:
+    """Check every `interval_s`; run the pipeline when MIN_NEW_IMAGES drawings wait."""
+    checks = 0
+    while max_checks is None or checks < max_checks:
+        checks += 1
+        waiting = sum(len(pngs) for pngs in list_drawings(settings.img_data_location).values())
+        if waiting >= settings.min_new_images:
+            logger.info("watch triggering run waiting=%d", waiting)
+            try:
+                run_pipeline(settings, engine, report=logger.info)
+            except PipelineBusyError as error:
+                logger.warning("watch skipped: %s", error)
+        time.sleep(interval_s)

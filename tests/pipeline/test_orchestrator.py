@@ -1,0 +1,80 @@
+"""The orchestrator against real stage subprocesses and a real run store (SQLite and PostgreSQL)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from doodle.config import settings_env
+from doodle.pipeline import store
+from doodle.pipeline.orchestrator import PipelineBusyError, run_lock, run_pipeline
+from tests.conftest import make_settings
+from tests.pipeline.helpers import save_drawings, stored_rows
+
+pytestmark = pytest.mark.integration
+
+
+def statuses(engine) -> list[str]:
+    run = store.list_runs(engine)[0]
+    return [run[f"stage_{n}_status"] for n in range(1, 8)]
+
+
+def test_run_not_triggered_when_too_few_drawings(tmp_path, database_url, quickdraw_test):
+    settings = make_settings(tmp_path, database_url=database_url, min_new_images=5)
+    save_drawings(settings.img_data_location, quickdraw_test.images[:2], "cat")
+    engine = store.connect(database_url)
+    assert run_pipeline(settings, engine, report=lambda line: None) == 0
+    assert statuses(engine) == ["complete"] + ["not_triggered"] * 6
+    assert "fewer than MIN_NEW_IMAGES=5" in store.list_runs(engine)[0]["message"]
+
+
+def test_failed_stage_fails_the_rest_and_halts(tmp_path, database_url, quickdraw_test):
+    # No model is registered in this fresh MLflow store, so retrain (stage 5) must fail.
+    settings = make_settings(tmp_path, database_url=database_url, min_new_images=1)
+    save_drawings(settings.img_data_location, quickdraw_test.images[:3], "cat")
+    engine = store.connect(database_url)
+    assert run_pipeline(settings, engine, report=lambda line: None) == 1
+    assert statuses(engine) == ["complete"] * 4 + ["failed"] * 3
+    run = store.list_runs(engine)[0]
+    assert run["message"].startswith("retrain:") and run["stage_5_end"] is not None
+    assert (settings.log_dir / "stage5.log").read_text().count("Traceback") >= 1
+    assert len(stored_rows(settings.data_dir)) == 3
+
+
+def test_second_run_is_refused_while_one_is_active(tmp_path):
+    settings = make_settings(tmp_path)
+    with run_lock(settings.pipeline_dir):
+        with pytest.raises(PipelineBusyError, match="another pipeline run is active"):
+            run_pipeline(settings, store.connect(settings.database_url))
+
+
+def test_killed_run_does_not_block_the_next(tmp_path, quickdraw_test):
+    settings = make_settings(tmp_path, min_new_images=1)
+    expected = save_drawings(settings.img_data_location, quickdraw_test.images[:20], "cat")
+    engine = store.connect(settings.database_url)
+    store.init_db(engine)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "doodle.cli", "pipeline", "run"],
+        env={**os.environ, **settings_env(settings)},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        runs = store.list_runs(engine)
+        if runs and runs[0]["stage_3_status"] in ("running", "complete"):
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+    assert run_pipeline(settings, engine, report=lambda line: None) == 1  # retrain fails: no model here
+    first, second = store.list_runs(engine)[1], store.list_runs(engine)[0]
+    assert "interrupted" in first["message"]
+    assert "running" not in [first[f"stage_{n}_status"] for n in range(1, 8)]
+    assert [second[f"stage_{n}_status"] for n in range(1, 5)] == ["complete"] * 4
+    assert sorted(stored_rows(settings.data_dir)) == sorted(row.tobytes() for row in expected)
