@@ -15,11 +15,12 @@ from torch import nn
 from tqdm import tqdm
 
 from doodle.model.data import to_tensor
-from doodle.model.net import DoodleNet
+from doodle.model.net import BasicBlock, Bottleneck, DoodleNet
 
 logger = logging.getLogger(__name__)
 
 TRAIN, VAL = 0, 1
+WEIGHTED_LAYERS = (nn.Conv2d, nn.Linear, BasicBlock, Bottleneck)  # what `unfreeze` counts
 
 
 @dataclass
@@ -41,6 +42,7 @@ class HeadConfig:
     lr: float = 0.01
     weight_decay: float = 1e-4
     old_class_weight: float = 2.0  # loss weight of old classes vs new ones: guards against forgetting
+    tail_lr_scale: float = 0.1  # unfrozen backbone layers learn this much slower than the head
     seed: int = 0
 
 
@@ -66,12 +68,29 @@ def bank_part(bank: dict, split: int) -> FeatureSet:
     return FeatureSet(bank["features"].float().numpy()[keep], bank["labels"].numpy()[keep])
 
 
-def train_head(head: nn.Linear, train: FeatureSet, config: HeadConfig, old_classes: int = 0) -> list[float]:
+def split_backbone(net: DoodleNet, unfreeze: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """(frozen prefix, trainable tail) of the backbone; the tail holds its last `unfreeze` weighted layers.
+
+    Both share their modules with `net`, so training the tail trains `net`.
+    """
+    layers = list(net.backbone)
+    weighted = [i for i, layer in enumerate(layers) if isinstance(layer, WEIGHTED_LAYERS)]
+    if not 1 <= unfreeze <= len(weighted):
+        raise ValueError(f"unfreeze must be between 1 and {len(weighted)} for this network, got {unfreeze}")
+    cut = weighted[-unfreeze]
+    return nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:])
+
+
+def train_head(
+    head: nn.Linear, train: FeatureSet, config: HeadConfig, old_classes: int = 0, tail: nn.Module | None = None
+) -> list[float]:
     """Full-batch AdamW with class-balanced loss; returns the loss per epoch.
 
     With `old_classes` > 0 the first rows stay exactly as they are and only the
     rows of the new classes learn, so old classes can only lose drawings that
     the new rows claim, and the weighted loss keeps such claims rare.
+    With a `tail` (unfrozen backbone layers) `train.features` are the frozen
+    prefix's outputs, and the tail learns with the head (batch norm stays fixed).
     """
     torch.manual_seed(config.seed)
     features, labels = torch.from_numpy(train.features), torch.from_numpy(train.labels)
@@ -81,11 +100,17 @@ def train_head(head: nn.Linear, train: FeatureSet, config: HeadConfig, old_class
     loss_fn = nn.CrossEntropyLoss(weight=weights)
     with torch.no_grad():
         frozen = head.weight[:old_classes].clone(), head.bias[:old_classes].clone()
-    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    groups = [{"params": head.parameters()}]
+    model: nn.Module = head
+    if tail is not None:
+        tail.eval()
+        groups.append({"params": tail.parameters(), "lr": config.lr * config.tail_lr_scale})
+        model = nn.Sequential(tail, head)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs)
     losses = []
     for _ in tqdm(range(config.epochs), desc="head", leave=False):
-        loss = loss_fn(head(features), labels)
+        loss = loss_fn(model(features), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
