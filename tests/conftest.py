@@ -1,6 +1,7 @@
 """Shared fixtures: settings on tmp dirs, real Quick Draw data, a real MLflow model server."""
 
 import base64
+import os
 import socket
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from doodle.model.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKDRAW = REPO.parent / "shared" / "quickdraw"
+SCREENSHOTS = REPO / "docs" / "screenshots"
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")  # Debian's chromium
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 
 
 def free_port() -> int:
@@ -84,3 +88,23 @@ def client(model_server, tmp_path):
     app = create_app(make_settings(tmp_path, mlflow_hosted_model_url=model_server))
     with TestClient(app) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (.ci/run does)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    yield context.new_page()
+    context.close()

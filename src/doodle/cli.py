@@ -118,6 +118,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         stack.mlflow_server(settings, args.host, args.mlflow_port),
         stack.model_server(settings, args.host, args.model_port),
         stack.backend(args.host, args.api_port),
+        stack.ui(args.host, args.ui_port),
+        stack.dashboard(args.host, args.dashboard_port),
         stack.pipeline_watcher(args.watch_interval),
     ]
     return stack.run(services, settings.log_dir)
@@ -206,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mlflow-port", type=int, default=5000)
     run.add_argument("--model-port", type=int, default=5002)
     run.add_argument("--api-port", type=int, default=8000)
+    run.add_argument("--ui-port", type=int, default=9080)
+    run.add_argument("--dashboard-port", type=int, default=8001)
     run.add_argument("--watch-interval", type=float, default=60.0, help="seconds between pipeline checks")
     run.set_defaults(handler=cmd_run)
     return parser

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     predict_timeout_s: float = Field(5.0, gt=0)
     connect_timeout_s: float = Field(0.5, gt=0)
     cors_origins: list[str] = ["http://localhost:9080", "http://127.0.0.1:9080"]
+
+    # Drawing UI: the backend URL as the browser sees it.
+    ui_backend_url: str = "http://localhost:8000"
     log_level: str = "INFO"
 
 

@@ -82,13 +82,34 @@ def mlflow_server(settings: Settings, host: str, port: int) -> Service:
     )  # fmt: skip
 
 
+def uvicorn_app(factory: str, host: str, port: int) -> list[str]:
+    return python_module("uvicorn", factory, "--factory", "--host", host, "--port", str(port))
+
+
 def backend(host: str, port: int) -> Service:
     return Service(
         "backend",
-        python_module(
-            "uvicorn", "doodle.api.app:create_app_from_env", "--factory", "--host", host, "--port", str(port)
-        ),
+        uvicorn_app("doodle.api.app:create_app_from_env", host, port),
         f"http://{host}:{port}/docs",
+        f"http://{host}:{port}/health",
+    )
+
+
+def ui(host: str, port: int) -> Service:
+    return Service(
+        "ui",
+        uvicorn_app("doodle.ui.server:create_ui_app_from_env", host, port),
+        f"http://{host}:{port}",
+        f"http://{host}:{port}/health",
+    )
+
+
+def dashboard(host: str, port: int) -> Service:
+    """The pipeline viewer."""
+    return Service(
+        "pipeline viewer",
+        uvicorn_app("doodle.dashboard.app:create_dashboard_app_from_env", host, port),
+        f"http://{host}:{port}",
         f"http://{host}:{port}/health",
     )
 

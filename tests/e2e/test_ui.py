@@ -1,0 +1,203 @@
+"""The drawing page in real Chromium, against the real backend and MLflow model server."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from doodle import stack
+from doodle.config import Settings, settings_env
+from doodle.drawings import list_drawings
+from doodle.imaging import normalize_drawing
+from doodle.model.evaluate import predict_proba
+from doodle.model.net import load_checkpoint
+from doodle.model.registry import bundled_checkpoint
+from tests.conftest import SCREENSHOTS, free_port, make_settings
+
+pytestmark = pytest.mark.e2e
+
+CORE = 200  # pixels this bright are a stroke's core: tracing them gives centre-line strokes
+SHOWN_CATEGORIES = ["house", "fish", "star"]
+
+
+@dataclass
+class LiveStack:
+    settings: Settings
+    backend: stack.Service
+    ui: stack.Service
+
+
+def start_or_fail(service: stack.Service, settings: Settings) -> None:
+    stack.start(service, settings.log_dir)
+    if stack.wait_healthy([service], timeout_s=60):
+        stack.stop([service])
+        pytest.fail(f"{service.name} did not start, see {settings.log_dir}")
+
+
+@pytest.fixture(scope="module")
+def live(model_server, tmp_path_factory):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    api_port, ui_port = free_port(), free_port()
+    settings = make_settings(
+        tmp_path_factory.mktemp("ui"),
+        mlflow_hosted_model_url=model_server,
+        cors_origins=[f"http://127.0.0.1:{ui_port}"],
+        ui_backend_url=f"http://127.0.0.1:{api_port}",
+    )
+    backend, ui = stack.backend("127.0.0.1", api_port), stack.ui("127.0.0.1", ui_port)
+    backend.env = ui.env = settings_env(settings)
+    start_or_fail(backend, settings)
+    start_or_fail(ui, settings)
+    yield LiveStack(settings, backend, ui)
+    stack.stop([ui, backend])
+
+
+@pytest.fixture(scope="module")
+def clear_drawings(quickdraw_test) -> dict[str, np.ndarray]:
+    """Per category, the first test drawing the bundled model is sure of (p >= 0.95)."""
+    net, categories, _ = load_checkpoint(bundled_checkpoint())
+    picked = {}
+    for name in SHOWN_CATEGORIES:
+        images = quickdraw_test.images[quickdraw_test.labels == quickdraw_test.categories.index(name)][:50]
+        sure = predict_proba(net, images)[:, categories.index(name)] >= 0.95
+        picked[name] = images[np.flatnonzero(sure)[0]].reshape(28, 28)
+    return picked
+
+
+def centre_line_strokes(bitmap: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """A Quick Draw bitmap as short strokes joining neighbouring core pixels."""
+    core = bitmap > CORE
+    strokes = []
+    for y, x in zip(*np.nonzero(core), strict=True):
+        neighbours = [(y + dy, x + dx) for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1))]
+        linked = [(ny, nx) for ny, nx in neighbours if 0 <= ny < 28 and 0 <= nx < 28 and core[ny, nx]]
+        strokes += [((x, y), (nx, ny)) for ny, nx in linked] or [((x, y), (x, y))]
+    return strokes
+
+
+def trace(page, bitmap: np.ndarray, strokes: list | None = None) -> None:
+    """Draw the bitmap's ink on the canvas with the mouse."""
+    box = page.locator("#canvas").bounding_box()
+    cell = box["width"] / 28
+
+    def at(point):
+        return box["x"] + (point[0] + 0.5) * cell, box["y"] + (point[1] + 0.5) * cell
+
+    for start, end in strokes if strokes is not None else centre_line_strokes(bitmap):
+        page.mouse.move(*at(start))
+        page.mouse.down()
+        page.mouse.move(*at(end), steps=2)
+        page.mouse.up()
+
+
+def open_ui(page, live: LiveStack) -> None:
+    dialogs = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message) or dialog.dismiss())
+    page.dialogs = dialogs
+    page.goto(live.ui.url)
+    page.wait_for_selector("#status[data-state=ready]", timeout=15_000)
+
+
+def test_live_guess_shows_the_right_label_while_drawing(page, live, clear_drawings):
+    in_flight, most_in_flight, sent = 0, 0, 0
+
+    def started(request):
+        nonlocal in_flight, most_in_flight, sent
+        if "/invocations" in request.url and request.method == "POST":
+            in_flight, sent = in_flight + 1, sent + 1
+            most_in_flight = max(most_in_flight, in_flight)
+
+    def ended(request):
+        nonlocal in_flight
+        if "/invocations" in request.url and request.method == "POST":
+            in_flight -= 1
+
+    page.on("request", started)
+    page.on("requestfinished", ended)
+    page.on("requestfailed", ended)
+    open_ui(page, live)
+    for name, bitmap in clear_drawings.items():
+        page.click("#clear")
+        strokes = centre_line_strokes(bitmap)
+        trace(page, bitmap, strokes[: len(strokes) // 2])
+        page.wait_for_selector("#guesses li[data-label]", timeout=10_000)  # a guess while still drawing
+        trace(page, bitmap, strokes[len(strokes) // 2 :])
+        page.wait_for_selector(f"#guesses li[data-label={name}]", timeout=10_000)
+        bars = page.locator("#guesses li[data-label]")
+        assert bars.count() == 3
+        if name == "house":
+            page.wait_for_load_state("networkidle")
+            page.screenshot(path=str(SCREENSHOTS / "drawing-ui.png"))
+    assert most_in_flight == 1
+    total_strokes = sum(len(centre_line_strokes(b)) for b in clear_drawings.values())
+    assert 0 < sent < total_strokes / 2  # debounced, not one request per stroke
+    assert page.dialogs == []
+
+
+def test_browser_bytes_equal_python_normalisation(page, live, clear_drawings):
+    open_ui(page, live)
+    drawings = [*clear_drawings.values(), None]  # None: a single tap
+    for bitmap in drawings:
+        page.click("#clear")
+        if bitmap is None:
+            box = page.locator("#canvas").bounding_box()
+            page.mouse.click(box["x"] + 40, box["y"] + 60)
+        else:
+            trace(page, bitmap)
+        raster = page.evaluate(
+            "() => { const r = window.doodle.raster();"
+            " return {width: r.width, height: r.height, pixels: Array.from(r.pixels)}; }"
+        )
+        sent = np.array(page.evaluate("() => window.doodle.bytes()"), dtype=np.uint8)
+        ink = np.array(raster["pixels"], dtype=np.uint8).reshape(raster["height"], raster["width"])
+        assert sent.shape == (784,)
+        assert np.array_equal(sent, normalize_drawing(ink).reshape(784))
+
+
+def test_correcting_a_label_saves_the_png_under_its_category(page, live, clear_drawings):
+    open_ui(page, live)
+    trace(page, clear_drawings["star"])
+    page.wait_for_selector("#guesses li[data-label]", timeout=10_000)
+    assert page.locator("#categories option").count() >= 21
+    page.fill("#category", "Shooting star")
+    page.click("#save")
+    page.wait_for_selector("#save-message[data-state=saved]", timeout=10_000)
+    assert "shooting_star" in page.inner_text("#save-message")
+    (saved,) = list_drawings(live.settings.img_data_location)["shooting_star"]
+    sent = np.array(page.evaluate("() => window.doodle.bytes()"), dtype=np.uint8)
+    assert np.array_equal(np.asarray(Image.open(saved)).reshape(784), sent)
+
+
+def test_invalid_category_shows_the_backend_message_inline(page, live, clear_drawings):
+    open_ui(page, live)
+    trace(page, clear_drawings["fish"])
+    before = list_drawings(live.settings.img_data_location)
+    page.fill("#category", "../../etc/passwd")
+    page.click("#save")
+    message = page.wait_for_selector("#save-message[data-state=error]", timeout=10_000)
+    assert "category" in message.inner_text().lower()
+    assert list_drawings(live.settings.img_data_location) == before
+    assert page.dialogs == []
+
+
+def test_page_fits_a_phone_screen(browser, live):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.goto(live.ui.url)
+    page.wait_for_selector("#status[data-state=ready]", timeout=15_000)
+    canvas = page.locator("#canvas").bounding_box()
+    assert canvas["x"] >= 0 and canvas["x"] + canvas["width"] <= 390
+    assert canvas["width"] >= 300
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(SCREENSHOTS / "drawing-ui-phone.png"), full_page=True)
+    context.close()
+
+
+def test_unavailable_state_shows_and_recovers_when_the_backend_returns(page, live):
+    open_ui(page, live)
+    stack.stop([live.backend])
+    page.wait_for_selector("#status[data-state=unavailable]", timeout=10_000)
+    assert "unavailable" in page.inner_text("#status").lower()
+    start_or_fail(live.backend, live.settings)
+    page.wait_for_selector("#status[data-state=ready]", timeout=10_000)
