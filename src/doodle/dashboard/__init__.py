@@ -1,0 +1,1 @@
+"""The pipeline viewer: a page, JSON and Prometheus metrics over the run store."""
