@@ -28,6 +28,7 @@ def test_metrics_count_predictions_saves_and_errors(client, quickdraw_test):
     assert sample(client, 'api_errors_total{endpoint="/invocations"}') == 1
     assert sample(client, 'api_errors_total{endpoint="/save-image"}') == 1
     assert sample(client, "doodle_prediction_confidence_count") == 1
+    assert sample(client, "doodle_served_model_version") == 1  # the bundled model is version 1
     text = client.get("/metrics").text
     assert "doodle_predictions_total{category=" in text
 

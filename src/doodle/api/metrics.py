@@ -1,6 +1,6 @@
 """Prometheus metrics of the backend; the design's five names are public API."""
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -36,7 +36,12 @@ class ApiMetrics:
             registry=registry,
         )
         self.saved = Counter("doodle_drawings_saved", "Labelled drawings stored", registry=registry)
+        self.model_version = Gauge(
+            "doodle_served_model_version", "Registry version of the model that answered last", registry=registry
+        )
 
-    def record_prediction(self, label: str, probability: float) -> None:
+    def record_prediction(self, label: str, probability: float, model_version: str) -> None:
         self.predictions.labels(category=label).inc()
         self.confidence.observe(probability)
+        if model_version.isdigit():
+            self.model_version.set(int(model_version))

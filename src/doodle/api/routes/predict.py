@@ -24,7 +24,7 @@ async def predict(body: PredictRequest, model: ModelClientDep, metrics: MetricsD
         ranked = await model.predict([prepare(image) for image in images])
         results = []
         for item in ranked:
-            metrics.record_prediction(item["labels"][0], item["probabilities"][0])
+            metrics.record_prediction(item["labels"][0], item["probabilities"][0], str(item["model_version"]))
             results.append(
                 PredictResponse(
                     predictions=item["labels"],
