@@ -114,15 +114,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cmd_bootstrap(argparse.Namespace(checkpoint=None))
     settings = get_settings()
-    services = [
-        stack.mlflow_server(settings, args.host, args.mlflow_port),
-        stack.model_server(settings, args.host, args.model_port),
-        stack.backend(args.host, args.api_port),
-        stack.ui(args.host, args.ui_port),
-        stack.dashboard(args.host, args.dashboard_port),
-        stack.pipeline_watcher(args.watch_interval),
-    ]
-    return stack.run(services, settings.log_dir)
+    ports = stack.Ports(args.mlflow_port, args.model_port, args.api_port, args.ui_port, args.dashboard_port)
+    return stack.run(stack.local_stack(settings, args.host, ports, args.watch_interval), settings.log_dir)
 
 
 def cmd_pipeline_run(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from doodle.config import Settings
+from doodle.config import Settings, settings_env
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,39 @@ def pipeline_watcher(interval_s: float) -> Service:
         f"every {interval_s:g}s",
         None,
     )
+
+
+@dataclass
+class Ports:
+    mlflow: int = 5000
+    model: int = 5002
+    api: int = 8000
+    ui: int = 9080
+    dashboard: int = 8001
+
+
+def local_stack(settings: Settings, host: str, ports: Ports, watch_interval_s: float) -> list[Service]:
+    """Every service of `doodle run`, each told where the others listen."""
+    ui_origins = [f"http://{name}:{ports.ui}" for name in (host, "localhost", "127.0.0.1")]
+    wired = settings.model_copy(
+        update={
+            "mlflow_hosted_model_url": f"http://{host}:{ports.model}/invocations/",
+            "ui_backend_url": f"http://{host}:{ports.api}",
+            "cors_origins": sorted(set(settings.cors_origins) | set(ui_origins)),
+        }
+    )
+    services = [
+        mlflow_server(wired, host, ports.mlflow),
+        model_server(wired, host, ports.model),
+        backend(host, ports.api),
+        ui(host, ports.ui),
+        dashboard(host, ports.dashboard),
+        pipeline_watcher(watch_interval_s),
+    ]
+    env = settings_env(wired)
+    for service in services:
+        service.env = {**env, **service.env}
+    return services
 
 
 def start(service: Service, log_dir: Path) -> None:
