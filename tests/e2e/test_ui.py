@@ -17,7 +17,7 @@ from tests.conftest import SCREENSHOTS, free_port, make_settings
 
 pytestmark = pytest.mark.e2e
 
-CORE = 200  # pixels this bright are a stroke's core: tracing them gives centre-line strokes
+CORE = 150  # pixels this bright are a stroke's core: tracing them gives centre-line strokes
 SHOWN_CATEGORIES = ["house", "fish", "star"]
 
 
