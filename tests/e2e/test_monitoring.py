@@ -1,0 +1,237 @@
+"""The real Prometheus and node exporter watching the real backend, model server and pipeline viewer.
+
+Prometheus runs the shipped prometheus.yml and alerts.yml, changed only in their target addresses.
+After real traffic and a real pipeline run, every dashboard panel's query must return data and
+every alert rule must evaluate.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from doodle import stack
+from doodle.config import Settings, settings_env
+from doodle.pipeline import store
+from doodle.pipeline.orchestrator import run_pipeline
+from tests.conftest import b64, free_port, make_settings
+from tests.deploy.helpers import (
+    ALERTS_FILE,
+    PROMETHEUS_CONFIG,
+    Query,
+    alert_queries,
+    alert_rules,
+    dashboard_queries,
+    required_tool,
+)
+
+pytestmark = pytest.mark.e2e
+
+# The shipped targets (docker-compose.yml's names), by job.
+SHIPPED_TARGETS = {
+    "backend": "fastapi-backend:8000",
+    "pipeline": "pipeline-viewer:8001",
+    "model-server": "model-server:5002",
+    "node": "host.docker.internal:9100",
+}
+QUIET_WHILE_UP = ["BackendDown", "ModelServerDown", "PipelineViewerDown", "PipelineRunStoreUnavailable"]
+MIN_NEW_IMAGES = 10
+SAVED_BEFORE_RUN = 12  # labelled drawings the pipeline run takes
+SAVED_AFTER_RUN = 3  # left waiting for the next run
+PREDICTED = 30
+WAIT_S = 90
+
+
+@dataclass
+class Monitored:
+    prometheus: str
+    backend: stack.Service
+    settings: Settings
+
+
+def local_prometheus_config(directory: Path, addresses: dict[str, str]) -> Path:
+    """The shipped prometheus.yml with only its target addresses replaced, beside alerts.yml."""
+    text = PROMETHEUS_CONFIG.read_text()
+    for job, shipped in SHIPPED_TARGETS.items():
+        assert text.count(f'"{shipped}"') == 1, f"{shipped} is not the {job} target of prometheus.yml"
+        text = text.replace(f'"{shipped}"', f'"{addresses[job]}"')
+    (directory / "prometheus.yml").write_text(text)
+    (directory / "alerts.yml").write_text(ALERTS_FILE.read_text())
+    return directory / "prometheus.yml"
+
+
+def instant(prometheus: str, expr: str) -> list[dict]:
+    """Run `expr` through Prometheus's HTTP API; fails the test on any query error."""
+    answer = httpx.post(f"{prometheus}/api/v1/query", data={"query": expr}, timeout=30).json()
+    assert answer["status"] == "success", f"{expr}: {answer.get('errorType')}: {answer.get('error')}"
+    return answer["data"]["result"]
+
+
+def wait_until(prometheus: str, expr: str, what: str) -> float:
+    """Wait until `expr` (a filter) returns something; returns Prometheus's time of that answer."""
+    deadline = time.monotonic() + WAIT_S
+    while not (result := instant(prometheus, expr)):
+        if time.monotonic() > deadline:
+            pytest.fail(f"Prometheus never saw {what} ({expr})")
+        time.sleep(1)
+    return result[0]["value"][0]
+
+
+def counter(base_url: str, name: str) -> float:
+    """Sum of a counter's samples in the backend's own /metrics."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10, follow_redirects=True).text
+    families = [family for family in text_string_to_metric_families(text) if family.name == name]
+    return sum(sample.value for family in families for sample in family.samples if sample.name.endswith("_total"))
+
+
+def save_drawings(http: httpx.Client, images: np.ndarray, category: str) -> None:
+    for image in images:
+        answer = http.post("/save-image/", json={"image": b64(image), "category": category})
+        assert answer.status_code == 200, answer.text
+
+
+def send_traffic(http: httpx.Client, images: np.ndarray) -> None:
+    """Real predictions, one batch, and bad input of each kind."""
+    for image in images[:PREDICTED]:
+        answer = http.post("/invocations/", json={"inputs": b64(image)})
+        assert answer.status_code == 200, answer.text
+    batch = [b64(image) for image in images[PREDICTED : PREDICTED + 5]]
+    assert http.post("/invocations/", json={"inputs": batch}).status_code == 200
+    assert http.post("/invocations/", json={"inputs": "not base64 at all!"}).status_code == 400
+    assert http.post("/invocations/", json={"inputs": b64(np.zeros(784))}).status_code == 400  # empty drawing
+    assert http.post("/save-image/", json={"image": b64(images[0]), "category": "../etc"}).status_code == 400
+    assert http.post("/invocations/", json={"images": []}).status_code == 422
+
+
+def run_one_pipeline(settings: Settings) -> None:
+    engine = store.connect(settings.database_url)
+    try:
+        code = run_pipeline(settings, engine, report=lambda line: None)
+        (run,) = store.list_runs(engine)
+    finally:
+        engine.dispose()
+    statuses = [run[f"stage_{n}_status"] for n in range(1, 8)]
+    assert code == 0 and statuses == ["complete"] * 7, f"{statuses} {run['message']} (logs: {settings.log_dir})"
+
+
+@pytest.fixture(scope="module")
+def monitored(model_server, quickdraw_test, tmp_path_factory):
+    prometheus_bin = required_tool("prometheus")
+    node_exporter_bin = required_tool("prometheus-node-exporter", "node_exporter")
+    root = tmp_path_factory.mktemp("monitoring")
+    api_port, viewer_port, node_port, prometheus_port = (free_port() for _ in range(4))
+    settings = make_settings(root / "var", mlflow_hosted_model_url=model_server, min_new_images=MIN_NEW_IMAGES)
+    env = settings_env(settings)
+    # The pipeline's own MLflow store with the bundled model at @production; the served one stays untouched.
+    done = subprocess.run(
+        [sys.executable, "-m", "doodle.cli", "bootstrap"], env={**os.environ, **env}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    config = local_prometheus_config(
+        root,
+        {
+            "backend": f"127.0.0.1:{api_port}",
+            "pipeline": f"127.0.0.1:{viewer_port}",
+            "model-server": urlsplit(model_server).netloc,
+            "node": f"127.0.0.1:{node_port}",
+        },
+    )
+    prometheus_url = f"http://127.0.0.1:{prometheus_port}"
+    backend = stack.backend("127.0.0.1", api_port)
+    viewer = stack.dashboard("127.0.0.1", viewer_port)
+    backend.env = viewer.env = env
+    node_url = f"http://127.0.0.1:{node_port}"
+    node_exporter = stack.Service(
+        "node exporter", [node_exporter_bin, f"--web.listen-address=127.0.0.1:{node_port}"], node_url, node_url
+    )
+    prometheus = stack.Service(
+        "prometheus",
+        [
+            prometheus_bin,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={root / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prometheus_port}",
+        ],
+        prometheus_url,
+        f"{prometheus_url}/-/ready",
+    )
+    services = [backend, viewer, node_exporter, prometheus]
+    try:
+        for service in services:
+            stack.start(service, settings.log_dir)
+        if failed := stack.wait_healthy(services, timeout_s=120):
+            pytest.fail(f"not healthy: {', '.join(s.name for s in failed)}; logs in {settings.log_dir}")
+        wait_until(prometheus_url, 'count(up{job=~"backend|pipeline|model-server|node"} == 1) == 4', "every target up")
+
+        api = f"http://127.0.0.1:{api_port}"
+        cats = quickdraw_test.images[quickdraw_test.labels == quickdraw_test.categories.index("cat")]
+        every_class = quickdraw_test.images[:: len(quickdraw_test.images) // (PREDICTED + 5)]
+        with httpx.Client(base_url=api, timeout=30) as http:
+            save_drawings(http, cats[:SAVED_BEFORE_RUN], "cat")
+            run_one_pipeline(settings)
+            send_traffic(http, every_class)
+            save_drawings(http, cats[SAVED_BEFORE_RUN : SAVED_BEFORE_RUN + SAVED_AFTER_RUN], "cat")
+
+        requests = counter(api, "model_prediction_requests")
+        errors = counter(api, "api_errors")
+        wait_until(prometheus_url, f"sum(model_prediction_requests_total) == {requests}", "the last predictions")
+        wait_until(prometheus_url, f"sum(api_errors_total) == {errors}", "the last errors")
+        wait_until(prometheus_url, f"doodle_pipeline_waiting_drawings == {SAVED_AFTER_RUN}", "the waiting drawings")
+        seen = wait_until(prometheus_url, "doodle_pipeline_last_success_timestamp_seconds > 0", "the successful run")
+        # One scrape more, so that series born with the traffic have the two samples rate() needs.
+        wait_until(prometheus_url, f'min(timestamp(up{{job=~"backend|pipeline"}})) > {seen}', "one scrape more")
+        yield Monitored(prometheus_url, backend, settings)
+    finally:
+        stack.stop(services)
+
+
+def test_prometheus_scrapes_every_target_including_the_model_servers_ping(monitored):
+    answer = httpx.get(f"{monitored.prometheus}/api/v1/targets", timeout=10).json()
+    health = {target["labels"]["job"]: target["health"] for target in answer["data"]["activeTargets"]}
+    assert health == dict.fromkeys(SHIPPED_TARGETS, "up")
+
+
+@pytest.mark.parametrize("query", dashboard_queries(), ids=lambda query: query.source)
+def test_dashboard_query_returns_data(monitored, query: Query):
+    assert instant(monitored.prometheus, query.expr), f"{query.source}: no data"
+
+
+@pytest.mark.parametrize("query", alert_queries(), ids=lambda query: query.source)
+def test_alert_expression_executes(monitored, query: Query):
+    instant(monitored.prometheus, query.expr)
+
+
+def test_prometheus_evaluates_every_alert_rule(monitored):
+    answer = httpx.get(f"{monitored.prometheus}/api/v1/rules", timeout=10).json()
+    loaded = {rule["name"]: rule for group in answer["data"]["groups"] for rule in group["rules"]}
+    assert set(loaded) == {rule["alert"] for rule in alert_rules()}
+    for name, rule in loaded.items():
+        assert rule["health"] == "ok", f"{name}: {rule.get('lastError')}"
+
+
+def test_availability_and_pipeline_alerts_are_quiet_while_all_is_well(monitored):
+    expressions = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    for name in [*QUIET_WHILE_UP, "PipelineRunFailed"]:
+        assert instant(monitored.prometheus, expressions[name]) == [], name
+
+
+def test_backend_down_alert_goes_pending_when_the_backend_stops(monitored):
+    """Last in this module: it stops the backend."""
+    stack.stop([monitored.backend])
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        answer = httpx.get(f"{monitored.prometheus}/api/v1/alerts", timeout=10).json()
+        states = {alert["labels"]["alertname"]: alert["state"] for alert in answer["data"]["alerts"]}
+        if states.get("BackendDown") == "pending":
+            return
+        time.sleep(1)
+    pytest.fail(f"BackendDown never went pending: {states}")
