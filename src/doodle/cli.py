@@ -114,7 +114,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cmd_bootstrap(argparse.Namespace(checkpoint=None))
     settings = get_settings()
-    ports = stack.Ports(args.mlflow_port, args.model_port, args.api_port, args.ui_port, args.dashboard_port)
+    ports = stack.Ports(
+        args.mlflow_port,
+        args.model_port,
+        args.api_port,
+        args.ui_port,
+        args.dashboard_port,
+        args.prometheus_port,
+        args.node_exporter_port,
+    )
     return stack.run(stack.local_stack(settings, args.host, ports, args.watch_interval), settings.log_dir)
 
 
@@ -203,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--api-port", type=int, default=8000)
     run.add_argument("--ui-port", type=int, default=9080)
     run.add_argument("--dashboard-port", type=int, default=8001)
+    run.add_argument("--prometheus-port", type=int, default=9090, help="used when prometheus is installed")
+    run.add_argument("--node-exporter-port", type=int, default=9100, help="used when the node exporter is installed")
     run.add_argument("--watch-interval", type=float, default=60.0, help="seconds between pipeline checks")
     run.set_defaults(handler=cmd_run)
     return parser

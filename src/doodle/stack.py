@@ -2,6 +2,7 @@
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,13 @@ from doodle.config import Settings, settings_env
 logger = logging.getLogger(__name__)
 
 STOP_GRACE_S = 10.0
+PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"  # in a source checkout
+SHIPPED_TARGETS = {  # prometheus.yml's targets, as docker-compose.yml names them
+    "backend": "fastapi-backend:8000",
+    "pipeline": "pipeline-viewer:8001",
+    "model-server": "model-server:5002",
+    "node": "host.docker.internal:9100",
+}
 
 
 @dataclass
@@ -123,6 +131,31 @@ def pipeline_watcher(interval_s: float) -> Service:
     )
 
 
+def prometheus_config(directory: Path, addresses: dict[str, str]) -> Path:
+    """The shipped prometheus.yml with only its target addresses replaced, beside alerts.yml."""
+    text = (PROMETHEUS_DIR / "prometheus.yml").read_text()
+    for job, shipped in SHIPPED_TARGETS.items():
+        if text.count(f'"{shipped}"') != 1:
+            raise ValueError(f"{shipped} is not the {job} target of prometheus.yml")
+        text = text.replace(f'"{shipped}"', f'"{addresses[job]}"')
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "prometheus.yml").write_text(text)
+    (directory / "alerts.yml").write_text((PROMETHEUS_DIR / "alerts.yml").read_text())
+    return directory / "prometheus.yml"
+
+
+def prometheus(binary: str, config: Path, data_dir: Path, host: str, port: int) -> Service:
+    url = f"http://{host}:{port}"
+    command = [binary, f"--config.file={config}", f"--storage.tsdb.path={data_dir}"]
+    command.append(f"--web.listen-address={host}:{port}")
+    return Service("prometheus", command, url, f"{url}/-/ready")
+
+
+def node_exporter(binary: str, host: str, port: int) -> Service:
+    url = f"http://{host}:{port}/metrics"
+    return Service("node exporter", [binary, f"--web.listen-address={host}:{port}"], url, url)
+
+
 @dataclass
 class Ports:
     mlflow: int = 5000
@@ -130,6 +163,26 @@ class Ports:
     api: int = 8000
     ui: int = 9080
     dashboard: int = 8001
+    prometheus: int = 9090
+    node_exporter: int = 9100
+
+
+def monitoring(settings: Settings, host: str, ports: Ports) -> list[Service]:
+    """Prometheus and the node exporter, each only when it is installed."""
+    services = []
+    node_binary = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
+    if node_binary:
+        services.append(node_exporter(node_binary, host, ports.node_exporter))
+    prometheus_binary = shutil.which("prometheus")
+    if prometheus_binary and PROMETHEUS_DIR.is_dir():
+        targets = {"backend": ports.api, "pipeline": ports.dashboard, "model-server": ports.model}
+        targets["node"] = ports.node_exporter
+        folder = Path(settings.var_dir) / "prometheus"
+        config = prometheus_config(folder, {job: f"{host}:{port}" for job, port in targets.items()})
+        services.append(prometheus(prometheus_binary, config, folder / "data", host, ports.prometheus))
+    if len(services) < 2:
+        logger.info("prometheus or prometheus-node-exporter is not installed: see the README to add them")
+    return services
 
 
 def local_stack(settings: Settings, host: str, ports: Ports, watch_interval_s: float) -> list[Service]:
@@ -149,6 +202,7 @@ def local_stack(settings: Settings, host: str, ports: Ports, watch_interval_s: f
         ui(host, ports.ui),
         dashboard(host, ports.dashboard),
         pipeline_watcher(watch_interval_s),
+        *monitoring(wired, host, ports),
     ]
     env = settings_env(wired)
     for service in services:

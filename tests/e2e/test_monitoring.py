@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -24,8 +23,6 @@ from doodle.pipeline import store
 from doodle.pipeline.orchestrator import run_pipeline
 from tests.conftest import b64, free_port, make_settings
 from tests.deploy.helpers import (
-    ALERTS_FILE,
-    PROMETHEUS_CONFIG,
     Query,
     alert_queries,
     alert_rules,
@@ -35,13 +32,6 @@ from tests.deploy.helpers import (
 
 pytestmark = pytest.mark.e2e
 
-# The shipped targets (docker-compose.yml's names), by job.
-SHIPPED_TARGETS = {
-    "backend": "fastapi-backend:8000",
-    "pipeline": "pipeline-viewer:8001",
-    "model-server": "model-server:5002",
-    "node": "host.docker.internal:9100",
-}
 QUIET_WHILE_UP = ["BackendDown", "ModelServerDown", "PipelineViewerDown", "PipelineRunStoreUnavailable"]
 MIN_NEW_IMAGES = 10
 SAVED_BEFORE_RUN = 12  # labelled drawings the pipeline run takes
@@ -55,17 +45,6 @@ class Monitored:
     prometheus: str
     backend: stack.Service
     settings: Settings
-
-
-def local_prometheus_config(directory: Path, addresses: dict[str, str]) -> Path:
-    """The shipped prometheus.yml with only its target addresses replaced, beside alerts.yml."""
-    text = PROMETHEUS_CONFIG.read_text()
-    for job, shipped in SHIPPED_TARGETS.items():
-        assert text.count(f'"{shipped}"') == 1, f"{shipped} is not the {job} target of prometheus.yml"
-        text = text.replace(f'"{shipped}"', f'"{addresses[job]}"')
-    (directory / "prometheus.yml").write_text(text)
-    (directory / "alerts.yml").write_text(ALERTS_FILE.read_text())
-    return directory / "prometheus.yml"
 
 
 def instant(prometheus: str, expr: str) -> list[dict]:
@@ -136,7 +115,7 @@ def monitored(model_server, quickdraw_test, tmp_path_factory):
     )
     assert done.returncode == 0, done.stderr[-2000:]
 
-    config = local_prometheus_config(
+    config = stack.prometheus_config(
         root,
         {
             "backend": f"127.0.0.1:{api_port}",
@@ -149,21 +128,8 @@ def monitored(model_server, quickdraw_test, tmp_path_factory):
     backend = stack.backend("127.0.0.1", api_port)
     viewer = stack.dashboard("127.0.0.1", viewer_port)
     backend.env = viewer.env = env
-    node_url = f"http://127.0.0.1:{node_port}"
-    node_exporter = stack.Service(
-        "node exporter", [node_exporter_bin, f"--web.listen-address=127.0.0.1:{node_port}"], node_url, node_url
-    )
-    prometheus = stack.Service(
-        "prometheus",
-        [
-            prometheus_bin,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={root / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prometheus_port}",
-        ],
-        prometheus_url,
-        f"{prometheus_url}/-/ready",
-    )
+    node_exporter = stack.node_exporter(node_exporter_bin, "127.0.0.1", node_port)
+    prometheus = stack.prometheus(prometheus_bin, config, root / "tsdb", "127.0.0.1", prometheus_port)
     services = [backend, viewer, node_exporter, prometheus]
     try:
         for service in services:
@@ -197,7 +163,7 @@ def monitored(model_server, quickdraw_test, tmp_path_factory):
 def test_prometheus_scrapes_every_target_including_the_model_servers_ping(monitored):
     answer = httpx.get(f"{monitored.prometheus}/api/v1/targets", timeout=10).json()
     health = {target["labels"]["job"]: target["health"] for target in answer["data"]["activeTargets"]}
-    assert health == dict.fromkeys(SHIPPED_TARGETS, "up")
+    assert health == dict.fromkeys(stack.SHIPPED_TARGETS, "up")
 
 
 @pytest.mark.parametrize("query", dashboard_queries(), ids=lambda query: query.source)

@@ -1,6 +1,7 @@
 """`doodle run` (what `make run` calls): the whole local stack up, used, and stopped without orphans."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,7 +42,8 @@ def alive(pid: int) -> bool:
 
 
 def test_run_starts_every_service_and_ctrl_c_leaves_no_process(tmp_path, quickdraw_test):
-    ports = {name: free_port() for name in ("mlflow", "model", "api", "ui", "dashboard")}
+    names = ("mlflow", "model", "api", "ui", "dashboard", "prometheus", "node-exporter")
+    ports = {name: free_port() for name in names}
     settings = make_settings(tmp_path)
     command = [sys.executable, "-m", "doodle.cli", "run", "--watch-interval", "3600"]
     command += [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
@@ -66,6 +68,11 @@ def test_run_starts_every_service_and_ctrl_c_leaves_no_process(tmp_path, quickdr
         assert answer.status_code == 200 and answer.json()["predictions"][0] in quickdraw_test.categories
         runs = httpx.get(f"http://127.0.0.1:{ports['dashboard']}/pipeline_runs")
         assert runs.status_code == 200
+        if shutil.which("prometheus"):  # started when installed, scraping the stack's own ports
+            assert "prometheus" in table
+            targets = httpx.get(f"http://127.0.0.1:{ports['prometheus']}/api/v1/targets").json()
+            scraped = {t["scrapeUrl"] for t in targets["data"]["activeTargets"]}
+            assert f"http://127.0.0.1:{ports['api']}/metrics" in scraped
 
         children = descendants(process.pid)
         assert len(children) >= 6
