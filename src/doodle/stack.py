@@ -90,36 +90,24 @@ def mlflow_server(settings: Settings, host: str, port: int) -> Service:
     )  # fmt: skip
 
 
-def uvicorn_app(factory: str, host: str, port: int) -> list[str]:
-    return python_module("uvicorn", factory, "--factory", "--host", host, "--port", str(port))
+def web_app(name: str, factory: str, host: str, port: int, url_path: str = "") -> Service:
+    """A uvicorn app factory as a service with a /health check."""
+    url = f"http://{host}:{port}"
+    command = python_module("uvicorn", factory, "--factory", "--host", host, "--port", str(port))
+    return Service(name, command, url + url_path, f"{url}/health")
 
 
 def backend(host: str, port: int) -> Service:
-    return Service(
-        "backend",
-        uvicorn_app("doodle.api.app:create_app_from_env", host, port),
-        f"http://{host}:{port}/docs",
-        f"http://{host}:{port}/health",
-    )
+    return web_app("backend", "doodle.api.app:create_app_from_env", host, port, "/docs")
 
 
 def ui(host: str, port: int) -> Service:
-    return Service(
-        "ui",
-        uvicorn_app("doodle.ui.server:create_ui_app_from_env", host, port),
-        f"http://{host}:{port}",
-        f"http://{host}:{port}/health",
-    )
+    return web_app("ui", "doodle.ui.server:create_ui_app_from_env", host, port)
 
 
 def dashboard(host: str, port: int) -> Service:
     """The pipeline viewer."""
-    return Service(
-        "pipeline viewer",
-        uvicorn_app("doodle.dashboard.app:create_dashboard_app_from_env", host, port),
-        f"http://{host}:{port}",
-        f"http://{host}:{port}/health",
-    )
+    return web_app("pipeline viewer", "doodle.dashboard.app:create_dashboard_app_from_env", host, port)
 
 
 def pipeline_watcher(interval_s: float) -> Service:
