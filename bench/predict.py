@@ -5,7 +5,7 @@ Run: .venv/bin/python bench/predict.py [--seconds 10] [--concurrency 1 8 32] [--
 Everything runs in a temporary folder and on free 127.0.0.1 ports: a fresh SQLite MLflow store with the
 bundled model (or --checkpoint) registered at @production, `mlflow models serve` on it, and the backend
 pointed at that server. For each concurrency level, after a short warm-up, that many asyncio clients
-(each an httpx client with one keep-alive connection) send requests for --seconds to (a) the model
+(each an aiohttp session with one keep-alive connection) send requests for --seconds to (a) the model
 server's /invocations directly and (b) the backend's /invocations/. Each request carries a different
 real Quick Draw drawing (base64 of its 784 bytes).
 
@@ -31,7 +31,7 @@ from contextlib import AsyncExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import httpx
+import aiohttp
 import numpy as np
 
 from doodle import stack
@@ -150,16 +150,17 @@ def print_log_tails(log_dir: Path, lines: int = 20) -> None:
 @contextmanager
 def running_stack(root: Path, checkpoint: Path) -> Iterator[tuple[str, str]]:
     """Register the model, start model server and backend; yields their invocation URLs, then stops both."""
-    model_port, backend_port = free_ports(2)
+    stock_port, model_port, backend_port = free_ports(3)
     settings = make_settings(root, f"http://{HOST}:{model_port}/invocations")
     configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
     version = bootstrap(settings.model_name, settings.model_alias, checkpoint)
     logger.info("registered %s@%s version %s from %s", settings.model_name, settings.model_alias, version, checkpoint)
 
-    model_server = stack.stock_model_server(settings, HOST, model_port)
+    stock = stack.stock_model_server(settings, HOST, stock_port)
+    model_server = stack.model_server(settings, HOST, model_port)
     api = stack.backend(HOST, backend_port)
     api.env = {name.upper(): str(getattr(settings, name)) for name in BACKEND_SETTINGS}
-    services = [model_server, api]
+    services = [stock, model_server, api]
     try:
         for service in services:
             stack.start(service, settings.log_dir)
@@ -167,8 +168,8 @@ def running_stack(root: Path, checkpoint: Path) -> Iterator[tuple[str, str]]:
         if unhealthy:
             print_log_tails(settings.log_dir)
             raise SystemExit(f"not healthy after {HEALTH_TIMEOUT_S:.0f} s: {', '.join(s.name for s in unhealthy)}")
-        logger.info("model server %s and backend on port %d are up", model_server.url, backend_port)
-        yield model_server.url, f"http://{HOST}:{backend_port}/invocations/"
+        logger.info("stock %s, model server %s, backend port %d: up", stock.url, model_server.url, backend_port)
+        yield stock.url, f"http://{HOST}:{backend_port}/invocations/"
     finally:
         stack.stop(services)
 
@@ -181,19 +182,19 @@ def make_targets(direct_url: str, backend_url: str, drawings: list[str]) -> list
     ]
 
 
-async def check_targets(client: httpx.AsyncClient, targets: list[Target]) -> None:
+async def check_targets(client: aiohttp.ClientSession, targets: list[Target]) -> None:
     """One request each, to fail early and clearly if an answer does not look like a prediction."""
     for target in targets:
-        response = await client.post(target.url, content=target.bodies[0], headers=JSON_HEADERS)
-        if response.status_code != 200:
-            raise SystemExit(f"{target.name} answered {response.status_code}: {response.text[:300]}")
-        body = response.json()
+        async with client.post(target.url, data=target.bodies[0], headers=JSON_HEADERS) as response:
+            if response.status != 200:
+                raise SystemExit(f"{target.name} answered {response.status}: {(await response.text())[:300]}")
+            body = await response.json()
         top = body["predictions"][0]["labels"][0] if target.name == "direct" else body["predictions"][0]
         logger.info("%s answers: top label %r for the first drawing", target.name, top)
 
 
 async def client_loop(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     target: Target,
     ticket: Iterator[int],
     stop_at: float,
@@ -209,9 +210,10 @@ async def client_loop(
         body = target.bodies[(offset + n) % len(target.bodies)]
         started = time.perf_counter()
         try:
-            response = await client.post(target.url, content=body, headers=JSON_HEADERS)
-            ok = response.status_code == 200
-        except httpx.HTTPError:
+            async with client.post(target.url, data=body, headers=JSON_HEADERS) as response:
+                await response.read()
+                ok = response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
             ok = False
         if ok:
             latencies.append(time.perf_counter() - started)
@@ -221,7 +223,7 @@ async def client_loop(
 
 
 async def measure(
-    clients: list[httpx.AsyncClient], target: Target, seconds: float, max_requests: int, offset: int
+    clients: list[aiohttp.ClientSession], target: Target, seconds: float, max_requests: int, offset: int
 ) -> RunResult:
     """Run every client for `seconds`, starting at drawing `offset`; in-flight requests finish and count."""
     latencies: list[float] = []
@@ -247,21 +249,21 @@ async def measure(
     )
 
 
-def open_clients(count: int) -> list[httpx.AsyncClient]:
+def open_clients(count: int) -> list[aiohttp.ClientSession]:
     """One keep-alive connection per simulated user.
 
-    A client per user rather than one shared pool: httpx's pool spends CPU per request in proportion to
-    its open connections (measured about 3x the per-request CPU at 32), which the servers would feel on 2 cores.
+    aiohttp rather than httpx: it spends about half the CPU per request (httpx's pool also grows in cost
+    with its open connections), and on 2 cores whatever the generator uses the servers cannot.
     """
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    return [httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, limits=limits) for _ in range(count)]
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    return [aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=1)) for _ in range(count)]
 
 
 async def benchmark(targets: list[Target], args: argparse.Namespace) -> list[RunResult]:
     """Every concurrency level, direct then backend back to back so both see the same machine load."""
     results = []
     offset = 0  # drawings already sent: the next run continues from there
-    async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as client:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)) as client:
         await check_targets(client, targets)
     for concurrency in args.concurrency:
         for target in targets:
@@ -331,7 +333,6 @@ def write_json(path: Path, results: list[RunResult], args: argparse.Namespace, c
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request would load the generator
     args = parse_args()
     exit_on_sigterm()
     checkpoint = args.checkpoint or bundled_checkpoint()

@@ -97,12 +97,15 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_model(args: argparse.Namespace) -> int:
+    import torch
     import uvicorn
 
     from doodle.model.registry import configure_mlflow
     from doodle.serving import HotSwapModelServer
 
     settings = get_settings()
+    if settings.model_threads:
+        torch.set_num_threads(settings.model_threads)
     configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
     server = HotSwapModelServer(settings.model_name, settings.model_alias, poll_s=args.poll)
     uvicorn.run(server, host=args.host, port=args.port, log_level="warning")

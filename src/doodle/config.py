@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     # Backend.
     predict_timeout_s: float = Field(5.0, gt=0)
     connect_timeout_s: float = Field(0.5, gt=0)
+    # Serving throughput, tuned on 2 cores with bench/predict.py: one model call at a time, one torch
+    # thread, so batches grow under load and the backend keeps a core. Raise both on bigger machines.
+    model_threads: int = Field(1, ge=0)  # torch threads of the model server; 0 keeps torch's default
+    predict_max_batch: int = Field(32, ge=1, le=256)  # images per model-server call
+    predict_max_in_flight: int = Field(1, ge=1, le=64)  # concurrent model-server calls
     cors_origins: list[str] = ["http://localhost:9080", "http://127.0.0.1:9080"]
 
     # Drawing UI: the backend URL as the browser sees it.

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry, make_asgi_app
 
+from doodle.api.batching import PredictionBatcher
 from doodle.api.errors import add_error_handlers
 from doodle.api.metrics import ApiMetrics
 from doodle.api.model_client import ModelClient
@@ -51,12 +52,19 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.model_client = ModelClient(
-            settings.mlflow_hosted_model_url, settings.predict_timeout_s, settings.connect_timeout_s
+        client = ModelClient(
+            settings.mlflow_hosted_model_url,
+            settings.predict_timeout_s,
+            settings.connect_timeout_s,
+            connections=settings.predict_max_in_flight + 2,  # the batches plus health and category probes
+        )
+        app.state.model_client = client
+        app.state.batcher = PredictionBatcher(
+            client, settings.predict_max_batch, settings.predict_max_in_flight, on_batch=metrics.batch_size.observe
         )
         logger.info("backend started model_server=%s", settings.mlflow_hosted_model_url)
         yield
-        await app.state.model_client.aclose()
+        await client.aclose()
         logger.info("backend stopped")
 
     app = FastAPI(title="doodle backend", lifespan=lifespan, debug=False)

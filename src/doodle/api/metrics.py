@@ -3,6 +3,7 @@
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
@@ -33,6 +34,12 @@ class ApiMetrics:
             "doodle_prediction_confidence",
             "Probability of the top label",
             buckets=CONFIDENCE_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "doodle_model_batch_size",
+            "Images per model-server call (concurrent requests share calls)",
+            buckets=BATCH_BUCKETS,
             registry=registry,
         )
         self.saved = Counter("doodle_drawings_saved", "Labelled drawings stored", registry=registry)

@@ -1,9 +1,10 @@
-"""Client of the MLflow model server, with pooled keep-alive connections."""
+"""Client of the MLflow model server over pooled keep-alive connections (aiohttp)."""
 
+import json
 import logging
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+import aiohttp
 
 from doodle.imaging import InvalidImageError
 
@@ -19,14 +20,15 @@ class ModelServerError(Exception):
 
 
 class ModelClient:
-    def __init__(self, invocations_url: str, timeout_s: float, connect_timeout_s: float) -> None:
+    """Must be created inside the running event loop (e.g. in the app's lifespan)."""
+
+    def __init__(self, invocations_url: str, timeout_s: float, connect_timeout_s: float, connections: int = 8) -> None:
         self.invocations_url = invocations_url
         parts = urlsplit(invocations_url)
         self.ping_url = urlunsplit((parts.scheme, parts.netloc, "/ping", "", ""))
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
-            follow_redirects=True,
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s),
+            connector=aiohttp.TCPConnector(limit=connections, keepalive_timeout=30),
         )
 
     async def predict(self, images: list[str], top_k: int | None = None) -> list[dict]:
@@ -35,19 +37,20 @@ class ModelClient:
         if top_k is not None:
             body["params"] = {"top_k": top_k}
         try:
-            response = await self._http.post(self.invocations_url, json=body)
-        except httpx.TimeoutException as error:
+            async with self._session.post(self.invocations_url, json=body) as response:
+                if response.history:  # e.g. a slash redirect: go straight there next time
+                    self.invocations_url = str(response.url)
+                status, text = response.status, await response.text()
+        except TimeoutError as error:
             raise ModelServerUnavailableError("model server did not answer in time") from error
-        except httpx.TransportError as error:
+        except aiohttp.ClientError as error:
             raise ModelServerUnavailableError("model server is unavailable") from error
-        if response.history:  # e.g. a slash redirect: go straight there next time
-            self.invocations_url = str(response.url)
-        if response.status_code == 400:
-            raise InvalidImageError(_error_message(response))
-        if response.status_code != 200:
-            raise ModelServerError(f"model server answered {response.status_code}: {_error_message(response)}")
+        if status == 400:
+            raise InvalidImageError(_error_message(text))
+        if status != 200:
+            raise ModelServerError(f"model server answered {status}: {_error_message(text)}")
         try:
-            predictions = response.json()["predictions"]
+            predictions = json.loads(text)["predictions"]
         except (ValueError, KeyError, TypeError) as error:
             raise ModelServerError("model server sent an unreadable answer") from error
         if not isinstance(predictions, list) or len(predictions) != len(images):
@@ -56,17 +59,18 @@ class ModelClient:
 
     async def healthy(self) -> bool:
         try:
-            response = await self._http.get(self.ping_url)
-        except httpx.HTTPError:
+            async with self._session.get(self.ping_url) as response:
+                return response.status == 200
+        except (TimeoutError, aiohttp.ClientError):
             return False
-        return response.status_code == 200
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._session.close()
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(text: str) -> str:
     try:
-        return str(response.json().get("message", response.text))[:300]
+        body = json.loads(text)
     except ValueError:
-        return response.text[:300]
+        return text[:300]
+    return str(body.get("message", text) if isinstance(body, dict) else text)[:300]

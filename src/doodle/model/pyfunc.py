@@ -14,7 +14,7 @@ from mlflow.types.schema import ParamSchema, ParamSpec
 
 from doodle.imaging import PIXELS, SIDE, InvalidImageError, decode_image, normalize_drawing
 from doodle.model.evaluate import predict_proba
-from doodle.model.net import load_checkpoint
+from doodle.model.net import fuse_for_inference, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ class DoodleClassifier(mlflow.pyfunc.PythonModel):
     """Ranks the categories for each drawing; see `predict` for the output."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.net, self.categories, _ = load_checkpoint(context.artifacts["checkpoint"])
+        net, self.categories, _ = load_checkpoint(context.artifacts["checkpoint"])
+        self.net = fuse_for_inference(net)
         config = context.model_config or {}
         self.model_version = str(config.get("model_version", "unregistered"))
         threads = int(config.get("torch_threads", 0))
