@@ -91,7 +91,12 @@ def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     uvicorn.run(
-        "doodle.api.app:create_app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers
+        "doodle.api.app:create_app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=False,  # see stack.backend
     )
     return 0
 
