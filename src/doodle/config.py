@@ -4,7 +4,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     predict_max_batch: int = Field(32, ge=1, le=256)  # images per model-server call
     predict_max_in_flight: int = Field(1, ge=1, le=64)  # concurrent model-server calls
     cors_origins: list[str] = ["http://localhost:9080", "http://127.0.0.1:9080"]
+    max_request_bytes: int = Field(5_000_000, ge=1024)  # larger request bodies get a 413
+    max_categories: int = Field(1000, ge=1)  # distinct labels the store accepts
+    api_token: SecretStr | None = None  # when set, POST /save-image/ needs "Authorization: Bearer <token>"
 
     # Drawing UI: the backend URL as the browser sees it.
     ui_backend_url: str = "http://localhost:8000"
@@ -74,6 +77,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None:
             continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         env[name.upper()] = json.dumps(value) if isinstance(value, list) else str(value)
     return env
 

@@ -1,5 +1,6 @@
 """Labelled drawings on disk: IMG_DATA_LOCATION/<category>/<utc-timestamp>_<uuid>.png."""
 
+import errno
 import logging
 import os
 import uuid
@@ -9,6 +10,19 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 TEMP_PREFIX = "."
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class StorageError(Exception):
+    """The drawing could not be stored; nothing was kept."""
+
+
+class StorageFullError(StorageError):
+    """No space left for the drawing."""
+
+
+class TooManyCategoriesError(ValueError):
+    """A new category would pass the configured limit."""
 
 
 def drawing_name() -> str:
@@ -24,20 +38,34 @@ def save_drawing(root: Path, category: str, png: bytes) -> Path:
     never see a partial PNG and a crash leaves at most a temp file behind.
     """
     folder = Path(root) / category
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / drawing_name()
     temp = folder / f"{TEMP_PREFIX}{target.name}.tmp"
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         with open(temp, "xb") as handle:
             handle.write(png)
             handle.flush()
             os.fsync(handle.fileno())
         os.rename(temp, target)
-    except BaseException:
+    except BaseException as error:
         temp.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            logger.exception("drawing not saved category=%s", category)
+            if error.errno in _FULL:
+                raise StorageFullError("the drawing was not saved: the storage is full") from None
+            raise StorageError(f"the drawing was not saved: storage failed ({error.strerror})") from None
         raise
     logger.info("drawing saved category=%s file=%s bytes=%d", category, target.name, len(png))
     return target
+
+
+def check_category_room(root: Path, category: str, known: set[str], limit: int) -> None:
+    """Raise TooManyCategoriesError if `category` is new and there are already `limit` categories."""
+    if category in known or (Path(root) / category).is_dir():
+        return
+    stored = {p.name for p in Path(root).iterdir() if p.is_dir()} if Path(root).is_dir() else set()
+    if len(stored | known) >= limit:
+        raise TooManyCategoriesError(f"too many categories: at most {limit}; label the drawing with an existing one")
 
 
 def list_drawings(root: Path) -> dict[str, list[Path]]:

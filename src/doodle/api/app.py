@@ -67,7 +67,9 @@ def create_app(settings: Settings) -> FastAPI:
         await client.aclose()
         logger.info("backend stopped")
 
-    app = FastAPI(title="doodle backend", lifespan=lifespan, debug=False)
+    app = FastAPI(
+        title="doodle backend", lifespan=lifespan, debug=False, max_body_size=settings.max_request_bytes
+    )  # 413 above it
     app.state.settings = settings
     app.state.metrics = metrics
     add_error_handlers(app)

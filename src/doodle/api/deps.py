@@ -1,8 +1,10 @@
 """Shared route dependencies with readable names."""
 
+import secrets
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from doodle.api.batching import PredictionBatcher
 from doodle.api.metrics import ApiMetrics
@@ -30,3 +32,18 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 ModelClientDep = Annotated[ModelClient, Depends(get_model_client)]
 BatcherDep = Annotated[PredictionBatcher, Depends(get_batcher)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+
+
+_bearer = HTTPBearer(auto_error=False, description="needed only when the server sets API_TOKEN")
+
+
+async def require_token(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """With API_TOKEN set, the request must carry `Authorization: Bearer <API_TOKEN>`."""
+    token = request.app.state.settings.api_token
+    if token is None:
+        return
+    given = credentials.credentials if credentials else ""
+    if not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise HTTPException(401, "missing or wrong API token", headers={"WWW-Authenticate": "Bearer"})

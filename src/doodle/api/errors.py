@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from doodle.api.model_client import ModelServerError, ModelServerUnavailableError
 from doodle.categories import InvalidCategoryError
+from doodle.drawings import StorageError, StorageFullError, TooManyCategoriesError
 from doodle.imaging import InvalidImageError
 
 logger = logging.getLogger(__name__)
@@ -14,6 +15,9 @@ logger = logging.getLogger(__name__)
 STATUS_BY_ERROR: dict[type[Exception], int] = {
     InvalidImageError: 400,
     InvalidCategoryError: 400,
+    TooManyCategoriesError: 400,
+    StorageFullError: 507,
+    StorageError: 503,
     ModelServerUnavailableError: 503,
     ModelServerError: 502,
 }
