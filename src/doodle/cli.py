@@ -136,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_pipeline_run(args: argparse.Namespace) -> int:
     from doodle.pipeline import store
-    from doodle.pipeline.orchestrator import PipelineBusyError, run_pipeline
+    from doodle.pipeline.orchestrator import PipelineBusyError, RunStoreUnavailableError, run_pipeline
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_dir / "pipeline.log")
@@ -145,6 +145,9 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     except PipelineBusyError as error:
         print(f"refused: {error}", file=sys.stderr)  # noqa: T201
         return 2
+    except RunStoreUnavailableError as error:
+        print(f"failed: {error}", file=sys.stderr)  # noqa: T201
+        return 1
 
 
 def cmd_pipeline_status(args: argparse.Namespace) -> int:

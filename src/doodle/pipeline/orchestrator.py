@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from doodle.config import Settings, settings_env
 from doodle.drawings import list_drawings
@@ -45,14 +46,28 @@ def run_lock(pipeline_dir: Path) -> Iterator[None]:
         yield
 
 
-def close_interrupted_runs(engine: Engine) -> None:
-    """A run left 'running' by a crash: mark its running stage and the later ones failed."""
+class RunStoreUnavailableError(RuntimeError):
+    """The run store (DATABASE_URL) stopped answering; the run stopped at a stage boundary."""
+
+
+# Interrupted in one of these, a run had converted drawings that no model was then trained on.
+_UNTRAINED_IF_INTERRUPTED_IN = ("version", "retrain", "register")
+
+
+def close_interrupted_runs(engine: Engine) -> bool:
+    """A run left 'running' by a crash: mark its running stage and the later ones failed.
+
+    Returns True when such a run had converted drawings but not yet registered a model trained on them.
+    """
+    untrained = False
     for run in store.list_runs(engine):
         running = [stage for n, stage in enumerate(STAGES, start=1) if run[f"stage_{n}_status"] == Status.RUNNING]
         if running:
             message = f"interrupted during stage {running[0]}"
             store.mark_from(engine, run["run_id"], running[0], Status.FAILED, message)
             logger.warning("closed interrupted run run_id=%d stage=%s", run["run_id"], running[0])
+            untrained |= running[0] in _UNTRAINED_IF_INTERRUPTED_IN
+    return untrained
 
 
 def run_stage(stage: str, run_dir: Path, env: dict[str, str]) -> tuple[int, str]:
@@ -69,10 +84,23 @@ def run_stage(stage: str, run_dir: Path, env: dict[str, str]) -> tuple[int, str]
 
 
 def run_pipeline(settings: Settings, engine: Engine, report=print) -> int:
-    """Execute one run; returns 0 on success or when not triggered, 1 when a stage failed."""
+    """Execute one run; returns 0 on success or when not triggered, 1 when a stage failed.
+
+    Raises RunStoreUnavailableError if the run store fails: the run stops before its next stage, and
+    the next run records it as interrupted and, if it had converted drawings, retrains on them.
+    """
+    try:
+        return _run(settings, engine, report)
+    except SQLAlchemyError as error:
+        reason = str(error.orig if isinstance(error, DBAPIError) else error).strip().splitlines()[0]
+        logger.error("run store failed; run stopped: %s", reason)
+        raise RunStoreUnavailableError(f"run store unavailable, run stopped: {reason}") from error
+
+
+def _run(settings: Settings, engine: Engine, report) -> int:
     with run_lock(settings.pipeline_dir):
         store.init_db(engine)
-        close_interrupted_runs(engine)
+        redo = close_interrupted_runs(engine)
         run_id = store.create_run(engine)
         run_dir = settings.pipeline_dir / "runs" / str(run_id)
         shutil.rmtree(run_dir, ignore_errors=True)  # left by a store that was since replaced
@@ -96,7 +124,9 @@ def run_pipeline(settings: Settings, engine: Engine, report=print) -> int:
             report(f"  {n}/7 {stage:<8} complete in {seconds:.1f}s")
             if stage == "scan":
                 found = context.read_output("scan")["total"]
-                if found < settings.min_new_images:
+                if redo:
+                    report("  an interrupted run left converted drawings untrained: retraining on them")
+                elif found < settings.min_new_images:
                     store.set_not_triggered(engine, run_id)
                     message = f"{found} new drawings, fewer than MIN_NEW_IMAGES={settings.min_new_images}"
                     store.update_stage(engine, run_id, "scan", Status.COMPLETE, message=message)
@@ -116,6 +146,6 @@ def watch(settings: Settings, engine: Engine, interval_s: float, max_checks: int
             logger.info("watch triggering run waiting=%d", waiting)
             try:
                 run_pipeline(settings, engine, report=logger.info)
-            except PipelineBusyError as error:
+            except (PipelineBusyError, RunStoreUnavailableError) as error:
                 logger.warning("watch skipped: %s", error)
         time.sleep(interval_s)
