@@ -1,5 +1,6 @@
 """Labelled drawings on disk: IMG_DATA_LOCATION/<category>/<utc-timestamp>_<uuid>.png."""
 
+import contextlib
 import errno
 import logging
 import os
@@ -48,7 +49,8 @@ def save_drawing(root: Path, category: str, png: bytes) -> Path:
             os.fsync(handle.fileno())
         os.rename(temp, target)
     except BaseException as error:
-        temp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. a read-only file system refuses even this
+            temp.unlink(missing_ok=True)
         if isinstance(error, OSError):
             logger.exception("drawing not saved category=%s", category)
             if error.errno in _FULL:
