@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from doodle.api.app import create_app
-from tests.conftest import b64
+from tests.conftest import b64, make_settings
 
 
 @pytest.fixture
@@ -64,3 +64,20 @@ def test_save_image_parallel_saves_give_one_file_each(backend, settings, quickdr
     files = all_files(settings.img_data_location / "cat")
     assert len(files) == count
     assert len({a.json()["filename"] for a in answers}) == count
+
+
+def test_api_token_guards_saves_only_when_set(tmp_path, quickdraw_test):
+    image = {"image": b64(quickdraw_test.images[0]), "category": "cat"}
+    protected = make_settings(tmp_path / "protected", api_token="s3cret-token")
+    with TestClient(create_app(protected)) as backend:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret-token"}):
+            answer = backend.post("/save-image/", json=image, headers=headers)
+            assert answer.status_code == 401
+            assert answer.json() == {"detail": "missing or wrong API token"}
+        assert not protected.img_data_location.exists()
+        good = backend.post("/save-image/", json=image, headers={"Authorization": "Bearer s3cret-token"})
+        assert good.status_code == 200
+    assert len(list((protected.img_data_location / "cat").glob("*.png"))) == 1
+
+    with TestClient(create_app(make_settings(tmp_path / "open"))) as backend:  # off by default for local use
+        assert backend.post("/save-image/", json=image).status_code == 200
