@@ -42,7 +42,7 @@ async def require_token(
 ) -> None:
     """With API_TOKEN set, the request must carry `Authorization: Bearer <API_TOKEN>`."""
     token = request.app.state.settings.api_token
-    if token is None:
+    if token is None or not token.get_secret_value():  # unset or empty: open, for local use
         return
     given = credentials.credentials if credentials else ""
     if not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
