@@ -17,7 +17,7 @@ class Settings(BaseSettings):
 
     # Local state: MLflow store, training data, run store and logs.
     var_dir: Path = Path("var")
-    data_dir: Path = Path("var/data")  # training data: one <category>.npy per class
+    data_dir: Path = Path("var/data")  # the pipeline's labelled data: npy/{old,new}/<category>.npy, under DVC
     log_dir: Path = Path("var/logs")
     mlflow_tracking_uri: str = "sqlite:///var/mlflow.db"
     mlflow_artifacts_dir: Path = Path("var/mlartifacts")

@@ -42,11 +42,7 @@ def save_drawing(root: Path, category: str, png: bytes) -> Path:
     target = folder / drawing_name()
     temp = folder / f"{TEMP_PREFIX}{target.name}.tmp"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(temp, "xb") as handle:
-            handle.write(png)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_new(folder, temp, png)
         os.rename(temp, target)
     except BaseException as error:
         with contextlib.suppress(OSError):  # e.g. a read-only file system refuses even this
@@ -59,6 +55,21 @@ def save_drawing(root: Path, category: str, png: bytes) -> Path:
         raise
     logger.info("drawing saved category=%s file=%s bytes=%d", category, target.name, len(png))
     return target
+
+
+def _write_new(folder: Path, temp: Path, png: bytes) -> None:
+    """Create `temp` with `png`, fsynced; once more if the pipeline's clean stage removed the empty folder."""
+    for attempt in (1, 2):
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(temp, "xb") as handle:
+                handle.write(png)
+                handle.flush()
+                os.fsync(handle.fileno())
+            return
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
 
 
 def check_category_room(root: Path, category: str, known: set[str], limit: int) -> None:

@@ -26,7 +26,7 @@ async def save_image(body: DrawingCreate, settings: SettingsDep, metrics: Metric
     with metrics.save_latency.time():
         category = normalize_category(body.category)
         png = to_png(normalize_drawing(decode_image(body.image)))
-        known = {path.stem for path in settings.data_dir.glob("*.npy")}
+        known = {path.stem for path in settings.data_dir.rglob("*.npy")}  # categories the pipeline holds
         await asyncio.to_thread(
             check_category_room, settings.img_data_location, category, known, settings.max_categories
         )

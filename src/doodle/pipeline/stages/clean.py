@@ -11,9 +11,14 @@ logger = logging.getLogger(__name__)
 def remove_empty_folders(root: Path) -> list[str]:
     removed = []
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []:
-        if not any(folder.iterdir()):
+        if any(folder.iterdir()):
+            continue
+        try:
             folder.rmdir()
-            removed.append(folder.name)
+        except OSError as error:  # a save just wrote into it: keep it
+            logger.info("folder kept category=%s reason=%s", folder.name, error.strerror)
+            continue
+        removed.append(folder.name)
     logger.info("empty folders removed count=%d", len(removed))
     return removed
 
