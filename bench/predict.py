@@ -1,17 +1,18 @@
-"""Prediction throughput and latency: the stock MLflow model server alone vs the backend in front of it.
+"""Prediction throughput and latency: stock `mlflow models serve` alone vs the backend, the UI's path.
 
 Run: .venv/bin/python bench/predict.py [--seconds 10] [--concurrency 1 8 32] [--checkpoint PATH] [--json out.json]
 
 Everything runs in a temporary folder and on free 127.0.0.1 ports: a fresh SQLite MLflow store with the
-bundled model (or --checkpoint) registered at @production, `mlflow models serve` on it, and the backend
-pointed at that server. For each concurrency level, after a short warm-up, that many asyncio clients
-(each an aiohttp session with one keep-alive connection) send requests for --seconds to (a) the model
-server's /invocations directly and (b) the backend's /invocations/. Each request carries a different
-real Quick Draw drawing (base64 of its 784 bytes).
+bundled model (or --checkpoint) registered at @production; stock `mlflow models serve` of it (the
+baseline); and the backend in front of the project's model server (`doodle serve-model`, what `make run`
+serves). For each concurrency level, after a short warm-up, that many asyncio clients (each an aiohttp
+session with one keep-alive connection) send requests for --seconds to (a) the stock server's
+/invocations directly and (b) the backend's /invocations/, hop to the model server included. Each
+request carries a different real Quick Draw drawing (base64 of its 784 bytes).
 
 The table shows requests, errors (non-200 or no answer), throughput, p50/p99 latency of the successful
 requests and the CPU the load generator itself used (100% = one core: on a 2-core machine, whatever it
-uses the servers cannot). Then the backend/direct throughput ratio per level. Both services are stopped
+uses the servers cannot). Then the backend/direct throughput ratio per level. Every service is stopped
 at the end, whatever happens.
 """
 
@@ -20,10 +21,7 @@ import asyncio
 import itertools
 import json
 import logging
-import math
 import os
-import signal
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -33,19 +31,26 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+from common import (
+    HEALTH_TIMEOUT_S,
+    HOST,
+    JSON_HEADERS,
+    QUICKDRAW,
+    REQUEST_TIMEOUT_S,
+    exit_on_sigterm,
+    free_ports,
+    load_drawings,
+    none_if_nan,
+    open_clients,
+    print_log_tails,
+)
 
 from doodle import stack
 from doodle.config import Settings
-from doodle.imaging import encode_bitmap
 from doodle.model.registry import bootstrap, bundled_checkpoint, configure_mlflow
 
 logger = logging.getLogger("bench.predict")
 
-QUICKDRAW = Path(__file__).resolve().parents[1].parent / "shared" / "quickdraw"
-HOST = "127.0.0.1"
-HEALTH_TIMEOUT_S = 180.0  # the model server imports torch and MLflow before it answers
-REQUEST_TIMEOUT_S = 30.0
-JSON_HEADERS = {"Content-Type": "application/json"}
 ROW = "{:<8} {:>5} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8}"  # the results table
 # Settings the backend reads from the environment, pointed into the temporary folder.
 BACKEND_SETTINGS = (
@@ -98,34 +103,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def load_drawings(data_dir: Path, count: int, seed: int = 0) -> list[str]:
-    """`count` random Quick Draw bitmaps spread over every category, base64 encoded, in shuffled order."""
-    files = sorted(data_dir.glob("*.npy"))
-    if not files:
-        raise SystemExit(f"no <category>.npy files in {data_dir} (use --data)")
-    rng = np.random.default_rng(seed)
-    per_file = -(-count // len(files))  # ceiling division
-    drawings = []
-    for path in files:
-        images = np.load(path, mmap_mode="r")
-        rows = rng.choice(len(images), size=min(per_file, len(images)), replace=False)
-        drawings += [encode_bitmap(np.asarray(images[row]).reshape(28, 28)) for row in rows]
-    rng.shuffle(drawings)
-    return drawings[:count]
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports: all sockets stay bound until every port is chosen."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((HOST, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def make_settings(root: Path, model_url: str) -> Settings:
     """Settings with every piece of state inside `root`; ignores any .env file."""
     return Settings(
@@ -139,12 +116,6 @@ def make_settings(root: Path, model_url: str) -> Settings:
         mlflow_artifacts_dir=root / "mlartifacts",
         database_url=f"sqlite:///{root / 'pipeline.db'}",
     )
-
-
-def print_log_tails(log_dir: Path, lines: int = 20) -> None:
-    for log in sorted(log_dir.glob("*.log")):
-        print(f"--- last {lines} lines of {log.name} ---")
-        print("\n".join(log.read_text(errors="replace").splitlines()[-lines:]))
 
 
 @contextmanager
@@ -249,16 +220,6 @@ async def measure(
     )
 
 
-def open_clients(count: int) -> list[aiohttp.ClientSession]:
-    """One keep-alive connection per simulated user.
-
-    aiohttp rather than httpx: it spends about half the CPU per request (httpx's pool also grows in cost
-    with its open connections), and on 2 cores whatever the generator uses the servers cannot.
-    """
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-    return [aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=1)) for _ in range(count)]
-
-
 async def benchmark(targets: list[Target], args: argparse.Namespace) -> list[RunResult]:
     """Every concurrency level, direct then backend back to back so both see the same machine load."""
     results = []
@@ -298,20 +259,6 @@ def print_report(results: list[RunResult]) -> None:
     print()
     for concurrency, ratio in ratios(results).items():
         print(f"backend/direct throughput at concurrency {concurrency:>3}: {ratio:.2f}")
-
-
-def none_if_nan(value: object) -> object:
-    """JSON has no NaN: a missing percentile or ratio is written as null."""
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
-def exit_on_sigterm() -> None:
-    """Turn SIGTERM into SystemExit so the `finally` that stops the services still runs."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def write_json(path: Path, results: list[RunResult], args: argparse.Namespace, checkpoint: Path) -> None:
