@@ -41,6 +41,9 @@ def _pixels_to_bitmap(values: np.ndarray, index: int) -> np.ndarray:
     return np.rint(values).astype(np.uint8)
 
 
+_INPUTS_HINT = "inputs must be base64 strings, or an (n, 784) array of pixel values in 0-255"
+
+
 def _items(model_input: Any) -> list:
     """Split any accepted input into one item per image."""
     if isinstance(model_input, pd.DataFrame):
@@ -49,18 +52,21 @@ def _items(model_input: Any) -> list:
         return list(model_input.iloc[:, 0])
     if isinstance(model_input, str | bytes):
         return [model_input]
-    array = np.asarray(model_input, dtype=object if isinstance(model_input, list) else None)
-    if array.dtype.kind in "USO":
-        if array.ndim == 0:
-            return [array.item()]
-        if array.ndim == 1 and all(isinstance(item, str) for item in array):
-            return list(array)
-    numeric = np.asarray(model_input)
+    try:
+        array = np.asarray(model_input, dtype=object if isinstance(model_input, list) else None)
+        if array.dtype.kind in "USO":
+            if array.ndim == 0:
+                return [array.item()]
+            if array.ndim == 1 and all(isinstance(item, str) for item in array):
+                return list(array)
+        numeric = np.asarray(model_input)
+    except (TypeError, ValueError):  # e.g. nested lists of different lengths
+        raise InvalidImageError(_INPUTS_HINT) from None
     if numeric.ndim == 1 and numeric.size == PIXELS:
         return [numeric]
     if numeric.ndim >= 2:
-        return list(numeric.reshape(numeric.shape[0], -1))
-    raise InvalidImageError("inputs must be base64 strings, or an (n, 784) array of pixel values in 0-255")
+        return list(numeric.reshape(numeric.shape[0], -1)) if numeric.shape[0] else []
+    raise InvalidImageError(_INPUTS_HINT)
 
 
 def to_bitmaps(model_input: Any) -> np.ndarray:
