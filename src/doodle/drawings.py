@@ -2,6 +2,7 @@
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import uuid
@@ -48,13 +49,17 @@ def save_drawing(root: Path, category: str, png: bytes) -> Path:
         with contextlib.suppress(OSError):  # e.g. a read-only file system refuses even this
             temp.unlink(missing_ok=True)
         if isinstance(error, OSError):
-            logger.exception("drawing not saved category=%s", category)
-            if error.errno in _FULL:
-                raise StorageFullError("the drawing was not saved: the storage is full") from None
-            raise StorageError(f"the drawing was not saved: storage failed ({error.strerror})") from None
+            raise _storage_error(error, category) from None
         raise
     logger.info("drawing saved category=%s file=%s bytes=%d", category, target.name, len(png))
     return target
+
+
+def _storage_error(error: OSError, category: str) -> StorageError:
+    logger.error("drawing not saved category=%s", category, exc_info=error)
+    if error.errno in _FULL:
+        return StorageFullError("the drawing was not saved: the storage is full")
+    return StorageError(f"the drawing was not saved: storage failed ({error.strerror})")
 
 
 def _write_new(folder: Path, temp: Path, png: bytes) -> None:
@@ -72,13 +77,32 @@ def _write_new(folder: Path, temp: Path, png: bytes) -> None:
                 raise
 
 
-def check_category_room(root: Path, category: str, known: set[str], limit: int) -> None:
-    """Raise TooManyCategoriesError if `category` is new and there are already `limit` categories."""
-    if category in known or (Path(root) / category).is_dir():
+def make_category_folder(root: Path, category: str, known: set[str], limit: int) -> None:
+    """Create root/category, or raise TooManyCategoriesError if that would pass `limit` categories.
+
+    Categories are `known` (the pipeline's) plus the folders under root. The check and the mkdir hold
+    an exclusive lock on root, so concurrent saves, in any process, cannot pass the limit together.
+    """
+    root = Path(root)
+    if (root / category).is_dir():
         return
-    stored = {p.name for p in Path(root).iterdir() if p.is_dir()} if Path(root).is_dir() else set()
-    if len(stored | known) >= limit:
-        raise TooManyCategoriesError(f"too many categories: at most {limit}; label the drawing with an existing one")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(root, os.O_RDONLY)
+    except OSError as error:
+        raise _storage_error(error, category) from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        stored = {p.name for p in root.iterdir() if p.is_dir()}
+        if category not in known | stored and len(known | stored) >= limit:
+            raise TooManyCategoriesError(
+                f"too many categories: at most {limit}; label the drawing with an existing one"
+            )
+        (root / category).mkdir(exist_ok=True)
+    except OSError as error:
+        raise _storage_error(error, category) from None
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def list_drawings(root: Path) -> dict[str, list[Path]]:

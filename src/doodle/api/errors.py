@@ -3,6 +3,8 @@
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from doodle.api.model_client import ModelServerError, ModelServerUnavailableError
@@ -37,7 +39,15 @@ async def _unhandled(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
+async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+    """422 listing what is wrong, without echoing the input (it may not even be encodable: NaN, surrogates)."""
+    logger.warning("request rejected path=%s status=422", request.url.path)
+    problems = [{key: value for key, value in item.items() if key in ("type", "loc", "msg")} for item in error.errors()]
+    return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=422)
+
+
 def add_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     for error_type, status in STATUS_BY_ERROR.items():
         app.add_exception_handler(error_type, _domain_handler(status))
     app.add_exception_handler(Exception, _unhandled)

@@ -1,16 +1,24 @@
 """POST /save-image/: store a labelled drawing for the retraining pipeline."""
 
 import asyncio
+from pathlib import Path
 
 from fastapi import APIRouter, Depends
 
 from doodle.api.deps import MetricsDep, SettingsDep, require_token
 from doodle.api.schemas import DrawingCreate, DrawingPublic
 from doodle.categories import normalize_category
-from doodle.drawings import check_category_room, save_drawing
+from doodle.config import Settings
+from doodle.drawings import make_category_folder, save_drawing
 from doodle.imaging import decode_image, normalize_drawing, to_png
 
 router = APIRouter(tags=["drawings"])
+
+
+def store_drawing(settings: Settings, category: str, png: bytes) -> Path:
+    known = {path.stem for path in settings.data_dir.rglob("*.npy")}  # categories the pipeline holds
+    make_category_folder(settings.img_data_location, category, known, settings.max_categories)
+    return save_drawing(settings.img_data_location, category, png)
 
 
 @router.post(
@@ -25,11 +33,7 @@ async def save_image(body: DrawingCreate, settings: SettingsDep, metrics: Metric
     metrics.save_requests.inc()
     with metrics.save_latency.time():
         category = normalize_category(body.category)
-        png = to_png(normalize_drawing(decode_image(body.image)))
-        known = {path.stem for path in settings.data_dir.rglob("*.npy")}  # categories the pipeline holds
-        await asyncio.to_thread(
-            check_category_room, settings.img_data_location, category, known, settings.max_categories
-        )
-        path = await asyncio.to_thread(save_drawing, settings.img_data_location, category, png)
+        png = await asyncio.to_thread(lambda: to_png(normalize_drawing(decode_image(body.image))))
+        path = await asyncio.to_thread(store_drawing, settings, category, png)
         metrics.saved.inc()
     return DrawingPublic(category=category, filename=f"{category}/{path.name}")
