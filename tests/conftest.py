@@ -1,8 +1,10 @@
 """Shared fixtures: settings on tmp dirs, real Quick Draw data, a real MLflow model server."""
 
+import asyncio
 import base64
 import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,12 @@ def free_port() -> int:
 
 
 make_settings = settings_under
+
+
+def run_async(coroutine):
+    """asyncio.run in its own thread: Playwright's sync API leaves a running loop in the main thread."""
+    with ThreadPoolExecutor(max_workers=1) as runner:
+        return runner.submit(asyncio.run, coroutine).result()
 
 
 @pytest.fixture

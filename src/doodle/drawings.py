@@ -6,6 +6,8 @@ import fcntl
 import logging
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,8 +45,13 @@ def save_drawing(root: Path, category: str, png: bytes) -> Path:
     target = folder / drawing_name()
     temp = folder / f"{TEMP_PREFIX}{target.name}.tmp"
     try:
-        _write_new(folder, temp, png)
-        os.rename(temp, target)
+        with store_lock(root, exclusive=False):  # the clean stage cannot remove the folder meanwhile
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(temp, "xb") as handle:
+                handle.write(png)
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.rename(temp, target)  # the temp file keeps the folder non-empty until then
     except BaseException as error:
         with contextlib.suppress(OSError):  # e.g. a read-only file system refuses even this
             temp.unlink(missing_ok=True)
@@ -62,19 +69,17 @@ def _storage_error(error: OSError, category: str) -> StorageError:
     return StorageError(f"the drawing was not saved: storage failed ({error.strerror})")
 
 
-def _write_new(folder: Path, temp: Path, png: bytes) -> None:
-    """Create `temp` with `png`, fsynced; once more if the pipeline's clean stage removed the empty folder."""
-    for attempt in (1, 2):
-        folder.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(temp, "xb") as handle:
-                handle.write(png)
-                handle.flush()
-                os.fsync(handle.fileno())
-            return
-        except FileNotFoundError:
-            if attempt == 2:
-                raise
+@contextmanager
+def store_lock(root: Path, exclusive: bool) -> Iterator[None]:
+    """A lock on the store folder: saves share it; creating or removing category folders excludes them."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def make_category_folder(root: Path, category: str, known: set[str], limit: int) -> None:
@@ -87,22 +92,15 @@ def make_category_folder(root: Path, category: str, known: set[str], limit: int)
     if (root / category).is_dir():
         return
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(root, os.O_RDONLY)
+        with store_lock(root, exclusive=True):
+            stored = {p.name for p in root.iterdir() if p.is_dir()}
+            if category not in known | stored and len(known | stored) >= limit:
+                raise TooManyCategoriesError(
+                    f"too many categories: at most {limit}; label the drawing with an existing one"
+                )
+            (root / category).mkdir(exist_ok=True)
     except OSError as error:
         raise _storage_error(error, category) from None
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        stored = {p.name for p in root.iterdir() if p.is_dir()}
-        if category not in known | stored and len(known | stored) >= limit:
-            raise TooManyCategoriesError(
-                f"too many categories: at most {limit}; label the drawing with an existing one"
-            )
-        (root / category).mkdir(exist_ok=True)
-    except OSError as error:
-        raise _storage_error(error, category) from None
-    finally:
-        os.close(descriptor)  # releases the lock
 
 
 def list_drawings(root: Path) -> dict[str, list[Path]]:

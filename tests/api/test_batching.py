@@ -9,7 +9,7 @@ import pytest
 from doodle.api.batching import PredictionBatcher
 from doodle.api.model_client import ModelServerUnavailableError
 from doodle.imaging import InvalidImageError
-from tests.conftest import b64
+from tests.conftest import b64, run_async
 
 
 def metric_value(text: str, name: str) -> float:
@@ -56,7 +56,7 @@ def run_together(batcher: PredictionBatcher, requests: list[list[str]]) -> list:
     async def main():
         return await asyncio.gather(*(batcher.predict(r) for r in requests), return_exceptions=True)
 
-    return asyncio.run(main())
+    return run_async(main())
 
 
 def test_batches_grow_only_while_a_call_is_out():

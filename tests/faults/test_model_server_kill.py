@@ -10,7 +10,7 @@ import pytest
 
 from doodle import stack
 from doodle.config import settings_env
-from tests.conftest import b64, free_port, make_settings, start_model_server
+from tests.conftest import b64, free_port, make_settings, run_async, start_model_server
 
 pytestmark = pytest.mark.e2e
 
@@ -64,7 +64,7 @@ def test_backend_answers_503_quickly_while_model_server_is_dead_and_recovers(ser
         await load
 
     try:
-        asyncio.run(scenario())
+        run_async(scenario())
     finally:
         stack.stop([model_server, backend])
 

@@ -3,22 +3,22 @@
 import logging
 from pathlib import Path
 
+from doodle.drawings import store_lock
 from doodle.pipeline.runner import StageContext, stage_main
 
 logger = logging.getLogger(__name__)
 
 
 def remove_empty_folders(root: Path) -> list[str]:
+    """Remove empty category folders, holding the store lock so no save is writing into one meanwhile."""
+    if not Path(root).is_dir():
+        return []
     removed = []
-    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []:
-        if any(folder.iterdir()):
-            continue
-        try:
-            folder.rmdir()
-        except OSError as error:  # a save just wrote into it: keep it
-            logger.info("folder kept category=%s reason=%s", folder.name, error.strerror)
-            continue
-        removed.append(folder.name)
+    with store_lock(root, exclusive=True):
+        for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+            if not any(folder.iterdir()):
+                folder.rmdir()
+                removed.append(folder.name)
     logger.info("empty folders removed count=%d", len(removed))
     return removed
 
