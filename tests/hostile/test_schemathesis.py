@@ -18,6 +18,7 @@ from schemathesis.checks import (
     not_a_server_error,
     response_headers_conformance,
     response_schema_conformance,
+    status_code_conformance,
 )
 from sqlalchemy import select
 
@@ -42,11 +43,11 @@ FUZZ = settings(
     # One app and store per operation, shared by its examples: the per-example checks compare before and after.
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-# Left out on purpose: `status_code_conformance` (the routes do not list their 400 and 413 answers in the
-# schema; checked by hand below instead), `positive_data_acceptance` (any string is schema-valid, few are
-# drawings or category names), and the auth checks (the bearer token is only required when API_TOKEN is set).
+# Left out on purpose: `positive_data_acceptance` (any string is schema-valid, few are drawings or
+# category names) and the auth checks (the bearer token is only required when API_TOKEN is set).
 CHECKS = [
     not_a_server_error,
+    status_code_conformance,
     negative_data_rejection,
     response_schema_conformance,
     content_type_conformance,

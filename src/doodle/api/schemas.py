@@ -42,3 +42,23 @@ class CategoriesPublic(BaseModel):
 class HealthPublic(BaseModel):
     status: str
     model_server: str
+
+
+class ErrorPublic(BaseModel):
+    detail: str = Field(description="what is wrong")
+
+
+def error_responses(*statuses: int) -> dict:
+    """OpenAPI entries for the error answers a route can give."""
+    reasons = {
+        400: "the image or category is invalid",
+        401: "API_TOKEN is set and the bearer token is missing or wrong",
+        413: "the request body is over MAX_REQUEST_BYTES",
+        502: "the model server answered with an error",
+        503: "the model server or the storage is unavailable",
+        507: "the storage is full",
+    }
+    responses = {status: {"model": ErrorPublic, "description": reasons[status]} for status in statuses}
+    if 413 in responses:  # answered by the framework's body limit, as plain text
+        responses[413] = {"description": reasons[413], "content": {"text/plain": {"schema": {"type": "string"}}}}
+    return responses

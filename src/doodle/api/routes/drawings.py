@@ -6,7 +6,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends
 
 from doodle.api.deps import MetricsDep, SettingsDep, require_token
-from doodle.api.schemas import DrawingCreate, DrawingPublic
+from doodle.api.schemas import DrawingCreate, DrawingPublic, error_responses
 from doodle.categories import normalize_category
 from doodle.config import Settings
 from doodle.drawings import make_category_folder, save_drawing
@@ -25,7 +25,7 @@ def store_drawing(settings: Settings, category: str, png: bytes) -> Path:
     "/save-image/",
     response_model=DrawingPublic,
     dependencies=[Depends(require_token)],
-    responses={401: {"description": "API_TOKEN is set and the bearer token is missing or wrong"}},
+    responses=error_responses(400, 401, 413, 503, 507),
 )
 @router.post("/save-image", include_in_schema=False, dependencies=[Depends(require_token)])
 async def save_image(body: DrawingCreate, settings: SettingsDep, metrics: MetricsDep) -> DrawingPublic:

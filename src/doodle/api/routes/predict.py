@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 
 from doodle.api.deps import BatcherDep, MetricsDep
-from doodle.api.schemas import PredictRequest, PredictResponse
+from doodle.api.schemas import PredictRequest, PredictResponse, error_responses
 from doodle.imaging import SIDE, InvalidImageError, decode_image, encode_bitmap
 
 router = APIRouter(tags=["predict"])
@@ -20,7 +20,11 @@ def prepare(image: str) -> str:
     return encode_bitmap(ink) if ink.shape == (SIDE, SIDE) else image
 
 
-@router.post("/invocations/", response_model=PredictResponse | list[PredictResponse])
+@router.post(
+    "/invocations/",
+    response_model=PredictResponse | list[PredictResponse],
+    responses=error_responses(400, 413, 502, 503),
+)
 @router.post("/invocations", include_in_schema=False)
 async def predict(body: PredictRequest, batcher: BatcherDep, metrics: MetricsDep):
     """Top labels for one image, or a list of results for a list of images."""
