@@ -144,15 +144,22 @@ def serving_stack(root: Path, checkpoint: Path, **overrides) -> Iterator[Serving
     env = settings_env(settings)
     for service in services:
         service.env = {**env, **service.env}
-    try:
-        for service in services:
-            stack.start(service, settings.log_dir)
-        unhealthy = stack.wait_healthy(services, HEALTH_TIMEOUT_S)
-        if unhealthy:
-            print_log_tails(settings.log_dir)
-            raise SystemExit(f"not healthy after {HEALTH_TIMEOUT_S:.0f} s: {', '.join(s.name for s in unhealthy)}")
+    with running(services, settings.log_dir):
         logger.info("model server %s, backend port %d: up", model_server.url, backend_port)
         yield ServingStack(settings, f"http://{HOST}:{backend_port}", model_server, api)
+
+
+@contextmanager
+def running(services: list[stack.Service], log_dir: Path) -> Iterator[None]:
+    """Start the services and wait until each is healthy (else exit with their log tails); stop them after."""
+    try:
+        for service in services:
+            stack.start(service, log_dir)
+        unhealthy = stack.wait_healthy(services, HEALTH_TIMEOUT_S)
+        if unhealthy:
+            print_log_tails(log_dir)
+            raise SystemExit(f"not healthy after {HEALTH_TIMEOUT_S:.0f} s: {', '.join(s.name for s in unhealthy)}")
+        yield
     finally:
         stack.stop(services)
 

@@ -32,7 +32,6 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 from common import (
-    HEALTH_TIMEOUT_S,
     HOST,
     JSON_HEADERS,
     QUICKDRAW,
@@ -42,7 +41,7 @@ from common import (
     load_drawings,
     none_if_nan,
     open_clients,
-    print_log_tails,
+    running,
 )
 
 from doodle import stack
@@ -132,17 +131,9 @@ def running_stack(root: Path, checkpoint: Path) -> Iterator[tuple[str, str]]:
     api = stack.backend(HOST, backend_port)
     api.env = {name.upper(): str(getattr(settings, name)) for name in BACKEND_SETTINGS}
     services = [stock, model_server, api]
-    try:
-        for service in services:
-            stack.start(service, settings.log_dir)
-        unhealthy = stack.wait_healthy(services, HEALTH_TIMEOUT_S)
-        if unhealthy:
-            print_log_tails(settings.log_dir)
-            raise SystemExit(f"not healthy after {HEALTH_TIMEOUT_S:.0f} s: {', '.join(s.name for s in unhealthy)}")
+    with running(services, settings.log_dir):
         logger.info("stock %s, model server %s, backend port %d: up", stock.url, model_server.url, backend_port)
         yield stock.url, f"http://{HOST}:{backend_port}/invocations/"
-    finally:
-        stack.stop(services)
 
 
 def make_targets(direct_url: str, backend_url: str, drawings: list[str]) -> list[Target]:
