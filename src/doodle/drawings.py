@@ -6,7 +6,7 @@ import fcntl
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,19 +82,20 @@ def store_lock(root: Path, exclusive: bool) -> Iterator[None]:
         os.close(descriptor)  # releases the lock
 
 
-def make_category_folder(root: Path, category: str, known: set[str], limit: int) -> None:
+def make_category_folder(root: Path, category: str, known: Callable[[], set[str]], limit: int) -> None:
     """Create root/category, or raise TooManyCategoriesError if that would pass `limit` categories.
 
-    Categories are `known` (the pipeline's) plus the folders under root. The check and the mkdir hold
-    an exclusive lock on root, so concurrent saves, in any process, cannot pass the limit together.
+    Categories are `known()` (the pipeline's, read only for a new category) plus the folders under root.
+    The check and the mkdir hold an exclusive lock on root, so concurrent saves, in any process, cannot
+    pass the limit together.
     """
     root = Path(root)
     if (root / category).is_dir():
         return
     try:
         with store_lock(root, exclusive=True):
-            stored = {p.name for p in root.iterdir() if p.is_dir()}
-            if category not in known | stored and len(known | stored) >= limit:
+            categories = known() | {p.name for p in root.iterdir() if p.is_dir()}
+            if category not in categories and len(categories) >= limit:
                 raise TooManyCategoriesError(
                     f"too many categories: at most {limit}; label the drawing with an existing one"
                 )

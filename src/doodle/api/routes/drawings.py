@@ -16,8 +16,10 @@ router = APIRouter(tags=["drawings"])
 
 
 def store_drawing(settings: Settings, category: str, png: bytes) -> Path:
-    known = {path.stem for path in settings.data_dir.rglob("*.npy")}  # categories the pipeline holds
-    make_category_folder(settings.img_data_location, category, known, settings.max_categories)
+    def pipeline_categories() -> set[str]:
+        return {path.stem for path in settings.data_dir.rglob("*.npy")}
+
+    make_category_folder(settings.img_data_location, category, pipeline_categories, settings.max_categories)
     return save_drawing(settings.img_data_location, category, png)
 
 
