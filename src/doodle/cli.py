@@ -46,6 +46,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from doodle.categories import InvalidCategoryError, normalize_category
+    from doodle.model.fetch import FetchError, fetch
+
+    settings = get_settings()
+    out = args.out or settings.var_dir / "quickdraw"
+    try:
+        categories = [normalize_category(name) for name in args.categories]
+        if not categories:
+            from doodle.model.net import load_checkpoint
+            from doodle.model.registry import bundled_checkpoint
+
+            categories = load_checkpoint(bundled_checkpoint())[1]
+        saved = fetch(categories, out, args.rows, settings.quickdraw_url)
+    except (InvalidCategoryError, FetchError) as error:
+        print(f"failed: {error}", file=sys.stderr)  # noqa: T201
+        return 1
+    print(f"{len(saved)} categories in {out}")  # noqa: T201
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import mlflow
 
@@ -187,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", type=Path, help="defaults to the bundled model")
     evaluate.add_argument("--split", choices=("train", "val", "test"), default="test")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    data = commands.add_parser("data", help="training data").add_subparsers(dest="data_command", required=True)
+    fetch = data.add_parser("fetch", help="download Google's Quick, Draw! bitmaps, the first rows of each category")
+    fetch.add_argument("categories", nargs="*", help="defaults to the bundled model's categories")
+    fetch.add_argument("--rows", type=int, default=5000, help="drawings per category (default 5000)")
+    fetch.add_argument("--out", type=Path, help="folder of <category>.npy files (default <VAR_DIR>/quickdraw)")
+    fetch.set_defaults(handler=cmd_data_fetch)
 
     bootstrap = commands.add_parser("bootstrap", help="register the bundled model if none is deployed")
     bootstrap.add_argument("--checkpoint", type=Path, help="defaults to the bundled model")

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     gate_min_new_top1: float = Field(0.7, ge=0, le=1)  # and new classes must reach this top-1
     retrain_unfreeze: int = Field(0, ge=0)  # backbone layers trained with the head; 0 trains the head only
     replay_data_dir: Path | None = None  # <category>.npy of the old classes, needed when unfreezing
+    quickdraw_url: str = "https://storage.googleapis.com/quickdraw_dataset/full/numpy_bitmap/"  # `doodle data fetch`
 
     # Backend.
     predict_timeout_s: float = Field(5.0, gt=0)

@@ -1,0 +1,140 @@
+"""`doodle data fetch`, offline: a local HTTP server plays Google's bucket, serving real Quick Draw rows."""
+
+import functools
+import os
+import subprocess
+import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from doodle.model.data import list_categories, load_dataset
+from doodle.model.fetch import FetchError, category_url, fetch
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def bucket(tmp_path, quickdraw_dir):
+    """A folder served over HTTP with Google's file names ("smiley face.npy"); yields (folder, base URL)."""
+    folder = tmp_path / "bucket"
+    folder.mkdir()
+    for category in ("cat", "smiley_face"):
+        rows = np.load(quickdraw_dir / f"{category}.npy")[:500]
+        np.save(folder / f"{category.replace('_', ' ')}.npy", rows)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_port}/"
+    server.shutdown()
+    server.server_close()
+
+
+def files_in(folder):
+    return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
+
+
+def test_category_url_uses_googles_spelling():
+    assert category_url("https://x/numpy_bitmap/", "smiley_face") == "https://x/numpy_bitmap/smiley%20face.npy"
+    assert category_url("https://x/numpy_bitmap", "cat") == "https://x/numpy_bitmap/cat.npy"
+
+
+def test_cli_fetches_the_first_rows_of_each_category_ready_for_training(bucket, tmp_path, quickdraw_dir):
+    _, url = bucket
+    out = tmp_path / "fetched"
+    done = subprocess.run(
+        [sys.executable, "-m", "doodle.cli", "data", "fetch", "Smiley Face", "cat", "--rows", "300", "--out", str(out)],
+        env={**os.environ, "QUICKDRAW_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert files_in(out) == ["cat.npy", "smiley_face.npy"]
+    for category in ("cat", "smiley_face"):
+        assert np.array_equal(np.load(out / f"{category}.npy"), np.load(quickdraw_dir / f"{category}.npy")[:300])
+    assert list_categories(out) == ["cat", "smiley_face"]
+    assert len(load_dataset(out, "train")) == 2 * 240
+
+
+def test_asking_for_more_rows_than_exist_saves_all_there_are(bucket, tmp_path):
+    _, url = bucket
+    (saved,) = fetch(["cat"], tmp_path / "out", rows=10_000, base_url=url)
+    assert np.load(saved).shape == (500, 784)
+
+
+def test_a_category_already_fetched_is_kept_without_downloading(bucket, tmp_path):
+    folder, url = bucket
+    out = tmp_path / "out"
+    fetch(["cat"], out, rows=200, base_url=url)
+    (folder / "cat.npy").unlink()
+    (kept,) = fetch(["cat"], out, rows=200, base_url=url)
+    assert np.load(kept).shape == (200, 784)
+    with pytest.raises(FetchError, match="no such Quick, Draw! category"):
+        fetch(["cat"], out, rows=400, base_url=url)  # more rows than on disk: downloads again
+    assert np.load(kept).shape == (200, 784)  # and a failure leaves the old file as it was
+
+
+def test_unknown_category_is_a_clear_error_and_writes_nothing(bucket, tmp_path):
+    _, url = bucket
+    out = tmp_path / "out"
+    with pytest.raises(FetchError, match=r"unicorn: no such Quick, Draw! category \(.*unicorn.npy answered 404\)"):
+        fetch(["unicorn"], out, rows=10, base_url=url)
+    assert files_in(out) == []
+
+
+def test_a_file_that_is_not_npy_is_refused_and_writes_nothing(bucket, tmp_path):
+    folder, url = bucket
+    (folder / "cat.npy").write_text("<html>Service temporarily unavailable</html>" * 10)
+    out = tmp_path / "out"
+    with pytest.raises(FetchError, match="cat.npy is not a .npy file"):
+        fetch(["cat"], out, rows=10, base_url=url)
+    assert files_in(out) == []
+
+
+def test_a_file_of_other_shape_is_refused(bucket, tmp_path):
+    folder, url = bucket
+    np.save(folder / "cat.npy", np.zeros((5, 28, 28), np.uint8))
+    with pytest.raises(FetchError, match=r"expected uint8 rows of 784 pixels, got uint8 \(5, 28, 28\)"):
+        fetch(["cat"], tmp_path / "out", rows=10, base_url=url)
+
+
+def test_a_download_cut_short_is_refused_and_leaves_no_partial_file(bucket, tmp_path):
+    folder, url = bucket
+    whole = (folder / "cat.npy").read_bytes()
+    (folder / "cat.npy").write_bytes(whole[: len(whole) // 2])  # header still promises 500 rows
+    out = tmp_path / "out"
+    with pytest.raises(FetchError, match="cat: the download stopped after"):
+        fetch(["cat"], out, rows=400, base_url=url)
+    assert files_in(out) == []
+
+
+def test_an_unreachable_server_is_a_clear_error(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/"
+    with pytest.raises(FetchError, match=r"cat: cannot download http://127\.0\.0\.1:\d+/cat\.npy"):
+        fetch(["cat"], tmp_path / "out", rows=10, base_url=url)
+
+
+def test_cli_reports_bad_names_and_failures_without_a_traceback(bucket, tmp_path):
+    _, url = bucket
+    for args, message in (
+        (["../etc"], "category must be 1-64 characters"),
+        (["cat", "--rows", "0"], "rows must be at least 1"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "doodle.cli", "data", "fetch", *args, "--out", str(tmp_path / "out")],
+            env={**os.environ, "QUICKDRAW_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 1
+        assert message in done.stderr and "Traceback" not in done.stderr
