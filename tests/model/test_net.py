@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from doodle.model.net import DoodleNet, NetConfig, load_checkpoint, save_checkpoint
+from doodle.model.net import DoodleNet, NetConfig, fuse_for_inference, load_checkpoint, save_checkpoint
 
 
 @pytest.mark.parametrize("arch", ["cnn", "resnet18", "resnet50"])
@@ -32,3 +32,20 @@ def test_checkpoint_round_trip_rebuilds_same_network(tmp_path):
     x = torch.rand(2, 1, 28, 28)
     assert categories == ["a", "b", "c", "d"] and meta == {"note": "x"}
     assert torch.allclose(loaded(x), net(x))
+
+
+@pytest.mark.parametrize("arch", ["cnn", "resnet18"])
+def test_fused_network_gives_the_same_answers_without_batchnorm_or_dropout(arch):
+    net = DoodleNet(NetConfig(arch=arch, num_classes=5, width=8))
+    with torch.no_grad():  # non-trivial BatchNorm statistics, as after training
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    net.eval()
+    fused = fuse_for_inference(net)
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.allclose(fused(x), net(x), atol=1e-4)
+    assert fused(x[:1]).shape == (1, 5)
+    assert not any(isinstance(module, (torch.nn.BatchNorm2d, torch.nn.Dropout)) for module in fused.modules())
+    assert not net.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())

@@ -23,7 +23,8 @@ class EvalReport:
 @torch.no_grad()
 def predict_proba(net: DoodleNet, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """uint8 (n, 784) -> float32 (n, classes) probabilities."""
-    net.eval()
+    if net.training:
+        net.eval()
     chunks = [
         torch.softmax(net(to_tensor(images[start : start + batch_size])), dim=1).numpy()
         for start in range(0, len(images), batch_size)

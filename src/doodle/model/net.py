@@ -18,7 +18,7 @@ ARCHITECTURES = ("cnn", "resnet18", "resnet50")
 class NetConfig:
     arch: str = "cnn"
     num_classes: int = 21
-    width: int = 32  # channels of the first stage
+    width: int = 24  # channels of the first stage
     feature_dim: int = 256  # CNN only; ResNets use their last stage's width
     dropout: float = 0.3
 
@@ -34,20 +34,26 @@ def _conv_bn(c_in: int, c_out: int, stride: int = 1, kernel: int = 3) -> list[nn
     ]
 
 
+# The CNN's layers: a 3x3 conv with that multiple of `width` channels, or "pool" (2x2 max-pool).
+# One conv at full size, then pairs at 14x14 and 7x7: most of the work happens at low resolution,
+# which keeps batch-1 inference well under a millisecond on a small CPU.
+CNN_LAYOUT = (1, "pool", 2, 2, "pool", 4, 4, "pool")
+
+
 def _cnn_backbone(width: int, feature_dim: int, dropout: float) -> nn.Sequential:
-    w = width
+    layers: list[nn.Module] = []
+    c_in = 1
+    for step in CNN_LAYOUT:
+        if step == "pool":
+            layers.append(nn.MaxPool2d(2))  # 28 -> 14 -> 7 -> 3
+        else:
+            layers += _conv_bn(c_in, width * step)
+            c_in = width * step
     return nn.Sequential(
-        *_conv_bn(1, w),
-        *_conv_bn(w, w),
-        nn.MaxPool2d(2),  # 14x14
-        *_conv_bn(w, 2 * w),
-        *_conv_bn(2 * w, 2 * w),
-        nn.MaxPool2d(2),  # 7x7
-        *_conv_bn(2 * w, 4 * w),
-        nn.MaxPool2d(2),  # 3x3
+        *layers,
         nn.Flatten(),
         nn.Dropout(dropout),
-        nn.Linear(4 * w * 9, feature_dim),
+        nn.Linear(c_in * 9, feature_dim),
         nn.ReLU(inplace=True),
         nn.Dropout(dropout),
     )
@@ -138,18 +144,29 @@ class DoodleNet(nn.Module):
         self.config.num_classes = num_classes
 
 
+def _serving_layers(layers: nn.Sequential) -> list[nn.Module]:
+    """The layers with each BatchNorm folded into the convolution before it and no Dropout."""
+    kept: list[nn.Module] = []
+    for layer in layers:
+        if isinstance(layer, nn.BatchNorm2d) and kept and isinstance(kept[-1], nn.Conv2d):
+            kept[-1] = fuse_conv_bn_eval(kept[-1], layer)
+        elif not isinstance(layer, nn.Dropout):
+            kept.append(layer)
+    return kept
+
+
 def fuse_for_inference(net: DoodleNet) -> DoodleNet:
-    """An eval-mode copy with every BatchNorm folded into the convolution before it (same outputs, less work)."""
+    """An eval-mode copy for serving: same outputs, less work.
+
+    BatchNorms are folded into convolutions, Dropouts (no-ops in eval mode) are
+    dropped, and the weights are stored channels-last, which picks faster
+    convolution kernels on CPU.
+    """
     fused = copy.deepcopy(net).eval()
-    for module in fused.modules():
-        if not isinstance(module, nn.Sequential):
-            continue
-        for i in range(len(module) - 1):
-            conv, norm = module[i], module[i + 1]
-            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
-                module[i] = fuse_conv_bn_eval(conv, norm)
-                module[i + 1] = nn.Identity()
-    return fused
+    sequences = [name for name, module in fused.named_modules() if isinstance(module, nn.Sequential)]
+    for name in sorted(sequences, key=lambda name: name.count("."), reverse=True):  # innermost first
+        fused.set_submodule(name, nn.Sequential(*_serving_layers(fused.get_submodule(name))))
+    return fused.to(memory_format=torch.channels_last)
 
 
 def save_checkpoint(path, net: DoodleNet, categories: list[str], replay: dict | None = None, **meta) -> None:

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class TrainConfig:
     arch: str = "cnn"  # cnn | resnet18 | resnet50
-    width: int = 32  # channels of the first stage
+    width: int = 24  # channels of the first stage
     epochs: int = 40
     batch_size: int = 256
     lr: float = 3e-3  # peak of the one-cycle schedule
