@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
-    from doodle.model.train import TrainConfig
+    from doodle.model.train_config import TrainConfig
 
     for item in dataclasses.fields(TrainConfig):
         flag = "--" + item.name.replace("_", "-")

@@ -17,27 +17,9 @@ from doodle.model.data import Dataset, augment, load_dataset, to_tensor
 from doodle.model.evaluate import EvalReport, evaluate, plot_confusion
 from doodle.model.finetune import TRAIN, VAL, build_bank
 from doodle.model.net import DoodleNet, NetConfig, save_checkpoint
+from doodle.model.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    arch: str = "cnn"  # cnn | resnet18 | resnet50
-    width: int = 24  # channels of the first stage
-    epochs: int = 40
-    batch_size: int = 256
-    lr: float = 3e-3  # peak of the one-cycle schedule
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
-    augment: bool = True
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    split_seed: int = 0  # fixes which rows are val and test
-    seed: int = 0  # weights init, shuffling and augmentation
-    limit_per_class: int | None = None
-    replay_train_per_class: int = 160  # replay bank shipped in the checkpoint
-    replay_val_per_class: int = 60
 
 
 @dataclass
