@@ -38,7 +38,7 @@ def test_pipeline_learns_new_categories_without_forgetting(tmp_path, quickdraw_d
     settings = make_settings(tmp_path / "var", min_new_images=50)
     configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
     with mlflow.start_run(run_name="base-16"):
-        base = train(TrainConfig(epochs=6, width=16, limit_per_class=1200), base_dir, tmp_path / "base.pt")
+        base = train(TrainConfig(epochs=6, limit_per_class=1200), base_dir, tmp_path / "base.pt")
         set_alias(settings.model_name, settings.model_alias, log_and_register(base.checkpoint, settings.model_name))
 
     with TestClient(create_app(settings)) as backend:
