@@ -7,8 +7,6 @@ fetches a slice without downloading the whole file.
 
 import io
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -18,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from doodle.imaging import PIXELS
+from doodle.pipeline.ledger import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -95,16 +94,9 @@ def fetch_category(client: httpx.Client, base_url: str, category: str, out_dir: 
         raise FetchError(f"{category}: cannot download {url}: {error}") from None
     if len(body) < wanted * PIXELS:
         raise FetchError(f"{category}: the download stopped after {len(body):,} of {wanted * PIXELS:,} bytes")
-    images = np.frombuffer(body, dtype=np.uint8).reshape(wanted, PIXELS)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{category}.", suffix=".npy.tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.save(file, images)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    npy = io.BytesIO()
+    np.save(npy, np.frombuffer(body, dtype=np.uint8).reshape(wanted, PIXELS), allow_pickle=False)
+    write_atomic(target, npy.getvalue())
     logger.info("fetched category=%s rows=%d url=%s", category, wanted, url)
     return target
 
