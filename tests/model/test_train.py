@@ -1,4 +1,7 @@
-"""One short epoch on synthetic data, MLflow logging, and a pyfunc round trip."""
+"""Short training runs on synthetic data, MLflow logging, distillation and a pyfunc round trip."""
+
+import dataclasses
+import shutil
 
 import mlflow
 import numpy as np
@@ -6,8 +9,11 @@ import pytest
 from mlflow import MlflowClient
 
 from doodle.imaging import encode_bitmap
+from doodle.model.data import load_dataset
+from doodle.model.evaluate import predict_proba
+from doodle.model.net import load_checkpoint
 from doodle.model.registry import alias_version, bootstrap, configure_mlflow, log_and_register
-from doodle.model.train import TrainConfig, train
+from doodle.model.train import TrainConfig, load_teacher, train
 
 pytestmark = pytest.mark.integration
 
@@ -57,6 +63,37 @@ def test_train_logs_to_mlflow_and_pyfunc_round_trips(tmp_path, mlflow_store):
         assert answer[0]["model_version"] == "1"
         assert answer[0]["probabilities"] == sorted(answer[0]["probabilities"], reverse=True)
     assert base64_answer == array_answer
+
+
+def test_distilled_student_follows_its_teacher_over_the_labels(tmp_path, mlflow_store):
+    """A teacher trained with hbar and vbar swapped, and all weight on its soft targets:
+    the student answers like the teacher, not like the labels it was given."""
+    write_synthetic(tmp_path / "data")
+    (tmp_path / "swapped").mkdir()
+    for source, target in (("hbar", "vbar"), ("vbar", "hbar"), ("box", "box")):
+        shutil.copy(tmp_path / "data" / f"{source}.npy", tmp_path / "swapped" / f"{target}.npy")
+    config = TrainConfig(epochs=10, batch_size=32, width=8, test_fraction=0)
+    with mlflow.start_run():
+        teacher = train(config, tmp_path / "swapped", tmp_path / "teacher.pt")
+    distilled = dataclasses.replace(config, teacher=str(teacher.checkpoint), distill_weight=1.0)
+    with mlflow.start_run():
+        student = train(distilled, tmp_path / "data", tmp_path / "student.pt")
+
+    data = load_dataset(tmp_path / "data", "train")
+    answers = {}
+    for name, result in (("teacher", teacher), ("student", student)):
+        net, _, _ = load_checkpoint(result.checkpoint)
+        answers[name] = predict_proba(net, data.images).argmax(axis=1)
+    assert (answers["teacher"] == data.labels).mean() < 0.5
+    assert (answers["student"] == answers["teacher"]).mean() > 0.9
+
+
+def test_teacher_must_know_the_same_categories(tmp_path, mlflow_store):
+    write_synthetic(tmp_path / "data")
+    with mlflow.start_run():
+        teacher = train(TrainConfig(epochs=1, batch_size=32, width=8), tmp_path / "data", tmp_path / "teacher.pt")
+    with pytest.raises(ValueError, match="teacher .* knows"):
+        load_teacher(str(teacher.checkpoint), ["box", "hbar", "star"])
 
 
 def test_bootstrap_registers_bundled_model_once(mlflow_store):

@@ -10,13 +10,14 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from doodle.model.data import Dataset, augment, load_dataset, to_tensor
 from doodle.model.evaluate import EvalReport, evaluate, plot_confusion
 from doodle.model.finetune import TRAIN, VAL, build_bank
-from doodle.model.net import DoodleNet, NetConfig, save_checkpoint
+from doodle.model.net import DoodleNet, NetConfig, fuse_for_inference, load_checkpoint, save_checkpoint
 from doodle.model.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -56,8 +57,30 @@ def replay_bank(net: DoodleNet, train_set: Dataset, val_set: Dataset, config: Tr
     return build_bank(net, images, labels, split)
 
 
+def load_teacher(path: str, categories: list[str]) -> DoodleNet:
+    """A trained network whose soft targets the new one learns from."""
+    teacher, teacher_categories, _ = load_checkpoint(path)
+    if teacher_categories != categories:
+        raise ValueError(f"teacher {path} knows {teacher_categories}, the data has {categories}")
+    return fuse_for_inference(teacher)
+
+
+@torch.no_grad()
+def soft_targets(teacher: DoodleNet, images: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The teacher's probabilities at `temperature`, averaged over each image and its mirror."""
+    images = images.contiguous(memory_format=torch.channels_last)
+    logits = torch.stack([teacher(images), teacher(images.flip(3))])
+    return torch.softmax(logits / temperature, dim=2).mean(dim=0)
+
+
+def distill_loss(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL divergence to the teacher's soft targets, scaled to keep gradients comparable across temperatures."""
+    log_proba = F.log_softmax(logits / temperature, dim=1)
+    return F.kl_div(log_proba, targets, reduction="batchmean") * temperature**2
+
+
 def train(config: TrainConfig, data_dir: Path, checkpoint_path: Path) -> TrainResult:
-    """Train, keep the epoch with the best validation top-1, save and log it."""
+    """Train, keep the (latest) epoch with the best validation top-1, save and log it."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     split = dict(
@@ -69,6 +92,7 @@ def train(config: TrainConfig, data_dir: Path, checkpoint_path: Path) -> TrainRe
     train_set = load_dataset(data_dir, "train", **split)
     val_set = load_dataset(data_dir, "val", categories=train_set.categories, **split)
 
+    teacher = load_teacher(config.teacher, train_set.categories) if config.teacher else None
     net = DoodleNet(NetConfig(arch=config.arch, num_classes=len(train_set.categories), width=config.width))
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
@@ -92,7 +116,12 @@ def train(config: TrainConfig, data_dir: Path, checkpoint_path: Path) -> TrainRe
         for images, labels in batches:
             if config.augment:
                 images = augment(images, generator)
-            loss = loss_fn(net(images), labels)
+            logits = net(images)
+            loss = loss_fn(logits, labels)
+            if teacher is not None:
+                targets = soft_targets(teacher, images, config.distill_temperature)
+                kd = distill_loss(logits, targets, config.distill_temperature)
+                loss = (1 - config.distill_weight) * loss + config.distill_weight * kd
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -106,7 +135,7 @@ def train(config: TrainConfig, data_dir: Path, checkpoint_path: Path) -> TrainRe
             step=epoch,
         )
         logger.info("epoch done epoch=%d loss=%.4f val_top1=%.4f", epoch + 1, total_loss / seen, val.top1)
-        if best_val is None or val.top1 > best_val.top1:
+        if best_val is None or val.top1 >= best_val.top1:  # on a tie, the later epoch
             best_state, best_epoch, best_val = copy.deepcopy(net.state_dict()), epoch, val
 
     net.load_state_dict(best_state)

@@ -20,3 +20,6 @@ class TrainConfig:
     limit_per_class: int | None = None
     replay_train_per_class: int = 160  # replay bank shipped in the checkpoint
     replay_val_per_class: int = 60
+    teacher: str | None = None  # checkpoint to distil from (same categories)
+    distill_weight: float = 0.8  # share of the teacher's soft targets in the loss
+    distill_temperature: float = 2.0
