@@ -21,7 +21,7 @@ def test_concurrent_requests_share_calls_and_each_gets_its_own_answer(client, qu
     rng = np.random.default_rng(7)
     images = [b64(quickdraw_test.images[i]) for i in rng.choice(len(quickdraw_test), 48, replace=False)]
     alone = [client.post("/invocations/", json={"inputs": image}).json() for image in images]
-    calls_before = metric_value(client.get("/metrics/").text, "doodle_model_batch_size_count")
+    calls_before = metric_value(client.get("/metrics").text, "doodle_model_batch_size_count")
 
     with ThreadPoolExecutor(max_workers=24) as pool:
         together = list(pool.map(lambda image: client.post("/invocations/", json={"inputs": image}), images))
@@ -31,7 +31,7 @@ def test_concurrent_requests_share_calls_and_each_gets_its_own_answer(client, qu
         body = answer.json()
         assert body["predictions"] == expected["predictions"]
         assert body["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-5)  # batched float sums
-    calls = metric_value(client.get("/metrics/").text, "doodle_model_batch_size_count") - calls_before
+    calls = metric_value(client.get("/metrics").text, "doodle_model_batch_size_count") - calls_before
     assert calls < len(images)  # some requests travelled together
 
 

@@ -33,6 +33,13 @@ def test_metrics_count_predictions_saves_and_errors(client, quickdraw_test):
     assert "doodle_predictions_total{category=" in text
 
 
+def test_metrics_answer_at_the_design_path_without_a_redirect(client):
+    answer = client.get("/metrics", follow_redirects=False)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    assert "# TYPE model_prediction_requests_total counter" in answer.text
+
+
 def test_backend_logs_actions_and_errors_to_app_log(client, tmp_path):
     client.post("/invocations/", json={"inputs": "!!"})
     log = (tmp_path / "logs" / "app.log").read_text()

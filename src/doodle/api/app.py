@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import CollectorRegistry
 
 from doodle.api.batching import PredictionBatcher
 from doodle.api.errors import add_error_handlers
@@ -76,7 +76,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(drawings.router)
     app.include_router(health.router)
-    app.mount("/metrics", make_asgi_app(metrics.registry))
     app.add_middleware(ErrorCountingMiddleware, metrics=metrics)
     app.add_middleware(
         CORSMiddleware,

@@ -1,11 +1,12 @@
-"""GET /health and GET /categories."""
+"""GET /health, GET /categories and GET /metrics."""
 
 import base64
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client.exposition import choose_encoder
 
-from doodle.api.deps import ModelClientDep
+from doodle.api.deps import MetricsDep, ModelClientDep
 from doodle.api.schemas import CategoriesPublic, HealthPublic
 from doodle.imaging import PIXELS
 
@@ -28,3 +29,10 @@ async def categories(model: ModelClientDep) -> CategoriesPublic:
     """The labels of the model being served, sorted."""
     (answer,) = await model.predict([_PROBE], top_k=0)
     return CategoriesPublic(categories=sorted(answer["labels"]), model_version=str(answer["model_version"]))
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request, api_metrics: MetricsDep) -> Response:
+    """Prometheus exposition, answered at /metrics itself (a mounted app would redirect to /metrics/)."""
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encode(api_metrics.registry), media_type=content_type)
