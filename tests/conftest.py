@@ -18,7 +18,6 @@ from doodle.model.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKDRAW = REPO.parent / "shared" / "quickdraw"
-SCREENSHOTS = REPO / "docs" / "screenshots"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")  # Debian's chromium
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 
@@ -96,6 +95,14 @@ def client(model_server, tmp_path):
     app = create_app(make_settings(tmp_path, mlflow_hosted_model_url=model_server))
     with TestClient(app) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory) -> Path:
+    """Where browser tests save screenshots: docs/screenshots only with UPDATE_SCREENSHOTS=1."""
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        return REPO / "docs" / "screenshots"
+    return tmp_path_factory.mktemp("screenshots")
 
 
 @pytest.fixture(scope="session")

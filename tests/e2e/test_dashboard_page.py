@@ -14,7 +14,7 @@ from doodle import stack
 from doodle.config import Settings, settings_env, settings_under
 from doodle.pipeline import store
 from doodle.pipeline.store import STAGES, Status
-from tests.conftest import SCREENSHOTS, free_port
+from tests.conftest import free_port
 from tests.pipeline.conftest import POSTGRES_URL, postgresql_url  # noqa: F401
 
 pytestmark = pytest.mark.e2e
@@ -122,7 +122,7 @@ def test_viewer_page_follows_the_run_store_without_reload(page, postgresql_url, 
     engine.dispose()
 
 
-def test_viewer_page_shows_every_status_and_message(page, postgresql_url, tmp_path):  # noqa: F811
+def test_viewer_page_shows_every_status_and_message(page, postgresql_url, tmp_path, screenshots):  # noqa: F811
     engine = store.connect(postgresql_url)
     store.init_db(engine)
     runs = seed_history(engine)
@@ -161,8 +161,7 @@ def test_viewer_page_shows_every_status_and_message(page, postgresql_url, tmp_pa
         )
         assert len({colour.split("|", 1)[1] for colour in colours}) == len(Status)
 
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=SCREENSHOTS / "pipeline-viewer.png", full_page=True, animations="disabled")
+        page.screenshot(path=screenshots / "pipeline-viewer.png", full_page=True, animations="disabled")
 
         page.set_viewport_size({"width": 400, "height": 800})
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # the table scrolls instead

@@ -13,7 +13,7 @@ from doodle.imaging import normalize_drawing
 from doodle.model.evaluate import predict_proba
 from doodle.model.net import load_checkpoint
 from doodle.model.registry import bundled_checkpoint
-from tests.conftest import SCREENSHOTS, free_port, make_settings
+from tests.conftest import free_port, make_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +37,6 @@ def start_or_fail(service: stack.Service, settings: Settings) -> None:
 
 @pytest.fixture(scope="module")
 def live(model_server, tmp_path_factory):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     api_port, ui_port = free_port(), free_port()
     settings = make_settings(
         tmp_path_factory.mktemp("ui"),
@@ -99,7 +98,7 @@ def open_ui(page, live: LiveStack) -> None:
     page.wait_for_selector("#status[data-state=ready]", timeout=15_000)
 
 
-def test_live_guess_shows_the_right_label_while_drawing(page, live, clear_drawings):
+def test_live_guess_shows_the_right_label_while_drawing(page, live, clear_drawings, screenshots):
     in_flight, most_in_flight, sent = 0, 0, 0
 
     def started(request):
@@ -128,7 +127,7 @@ def test_live_guess_shows_the_right_label_while_drawing(page, live, clear_drawin
         assert bars.count() == 3
         if name == "house":
             page.wait_for_load_state("networkidle")
-            page.screenshot(path=str(SCREENSHOTS / "drawing-ui.png"))
+            page.screenshot(path=str(screenshots / "drawing-ui.png"))
     assert most_in_flight == 1
     total_strokes = sum(len(centre_line_strokes(b)) for b in clear_drawings.values())
     assert 0 < sent < total_strokes / 2  # debounced, not one request per stroke
@@ -181,7 +180,7 @@ def test_invalid_category_shows_the_backend_message_inline(page, live, clear_dra
     assert page.dialogs == []
 
 
-def test_page_fits_a_phone_screen(browser, live):
+def test_page_fits_a_phone_screen(browser, live, screenshots):
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     page = context.new_page()
     page.goto(live.ui.url)
@@ -190,7 +189,7 @@ def test_page_fits_a_phone_screen(browser, live):
     assert canvas["x"] >= 0 and canvas["x"] + canvas["width"] <= 390
     assert canvas["width"] >= 300
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
-    page.screenshot(path=str(SCREENSHOTS / "drawing-ui-phone.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "drawing-ui-phone.png"), full_page=True)
     context.close()
 
 
