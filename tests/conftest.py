@@ -1,20 +1,22 @@
 """Shared fixtures: settings on tmp dirs, real Quick Draw data, a real MLflow model server."""
 
-import asyncio
-import base64
 import os
-import socket
-from concurrent.futures import ThreadPoolExecutor
+import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from doodle import stack
 from doodle.api.app import create_app
 from doodle.config import Settings, settings_under
 from doodle.model.data import load_dataset
+from doodle.pipeline import store
+from tests.utils.db import POSTGRES_URL
+from tests.utils.network import free_port
+from tests.utils.services import start_model_server
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKDRAW = REPO.parent / "shared" / "quickdraw"
@@ -22,24 +24,9 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")  # Debian's chro
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-make_settings = settings_under
-
-
-def run_async(coroutine):
-    """asyncio.run in its own thread: Playwright's sync API leaves a running loop in the main thread."""
-    with ThreadPoolExecutor(max_workers=1) as runner:
-        return runner.submit(asyncio.run, coroutine).result()
-
-
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+    return settings_under(tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -55,30 +42,15 @@ def quickdraw_test(quickdraw_dir):
     return load_dataset(quickdraw_dir, "test")
 
 
-def b64(bitmap: np.ndarray) -> str:
-    return base64.b64encode(np.asarray(bitmap, dtype=np.uint8).tobytes()).decode()
-
-
 @pytest.fixture(scope="session")
 def served_store(tmp_path_factory) -> Settings:
     """A fresh MLflow store with the bundled model registered at @production."""
     from doodle.model.registry import bootstrap, configure_mlflow
 
-    settings = make_settings(tmp_path_factory.mktemp("store"))
+    settings = settings_under(tmp_path_factory.mktemp("store"))
     configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
     bootstrap(settings.model_name, settings.model_alias)
     return settings
-
-
-def start_model_server(settings: Settings, port: int, hot_swap: bool = False) -> stack.Service:
-    """Stock `mlflow models serve`, or the alias-following server when `hot_swap`."""
-    factory = stack.model_server if hot_swap else stack.stock_model_server
-    service = factory(settings, "127.0.0.1", port)
-    stack.start(service, settings.log_dir)
-    if stack.wait_healthy([service], timeout_s=120):
-        stack.stop([service])
-        pytest.fail(f"model server did not start, see {settings.log_dir}")
-    return service
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +64,7 @@ def model_server(served_store):
 @pytest.fixture
 def client(model_server, tmp_path):
     """The real backend app talking to the real model server."""
-    app = create_app(make_settings(tmp_path, mlflow_hosted_model_url=model_server))
+    app = create_app(settings_under(tmp_path, mlflow_hosted_model_url=model_server))
     with TestClient(app) as test_client:
         yield test_client
 
@@ -123,3 +95,34 @@ def page(browser):
     context = browser.new_context(viewport={"width": 1100, "height": 900})
     yield context.new_page()
     context.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'pipeline.db'}"
+
+
+@pytest.fixture
+def postgresql_url():
+    """A fresh schema in the real PostgreSQL; unreachable fails in CI and skips elsewhere."""
+    admin = store.connect(POSTGRES_URL)
+    try:
+        with admin.connect():
+            pass
+    except OperationalError as error:
+        admin.dispose()
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is unreachable: {error}")
+        pytest.skip("PostgreSQL is unreachable")
+    schema = f"doodle_test_{uuid.uuid4().hex[:8]}"
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    with admin.begin() as connection:
+        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request) -> str:
+    return request.getfixturevalue(f"{request.param}_url")

@@ -12,12 +12,7 @@ from doodle.imaging import (
     normalize_drawing,
     to_png,
 )
-
-
-def png_b64(array: np.ndarray, mode: str = "L") -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(array, mode=mode).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+from tests.utils.images import png_b64
 
 
 def square_drawing(size=28, top=2, left=3, side=6) -> np.ndarray:

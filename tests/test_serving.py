@@ -9,18 +9,21 @@ from fastapi.testclient import TestClient
 
 from doodle import stack
 from doodle.api.app import create_app
+from doodle.config import settings_under
 from doodle.model.registry import bootstrap, bundled_checkpoint, configure_mlflow, log_and_register, set_alias
-from tests.conftest import b64, free_port, make_settings, start_model_server
+from tests.utils.images import b64
+from tests.utils.network import free_port
+from tests.utils.services import start_model_server
 
 pytestmark = pytest.mark.e2e
 
 
 def test_rollout_switches_version_without_failed_requests(tmp_path, quickdraw_test):
-    settings = make_settings(tmp_path / "store")
+    settings = settings_under(tmp_path / "store")
     configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
     assert bootstrap(settings.model_name, settings.model_alias) == "1"
     server = start_model_server(settings, free_port(), hot_swap=True)
-    backend_settings = make_settings(tmp_path / "backend", mlflow_hosted_model_url=server.url)
+    backend_settings = settings_under(tmp_path / "backend", mlflow_hosted_model_url=server.url)
     answers: list[tuple[float, int, str | None]] = []
     stop = threading.Event()
 

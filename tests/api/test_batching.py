@@ -9,7 +9,8 @@ import pytest
 from doodle.api.batching import PredictionBatcher
 from doodle.api.model_client import ModelServerUnavailableError
 from doodle.imaging import InvalidImageError
-from tests.conftest import b64, run_async
+from tests.utils.aio import run_async
+from tests.utils.images import b64
 
 
 def metric_value(text: str, name: str) -> float:

@@ -8,7 +8,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from doodle.api.app import create_app
-from tests.conftest import b64, make_settings
+from doodle.config import settings_under
+from tests.utils.images import b64
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ def test_save_image_parallel_saves_give_one_file_each(backend, settings, quickdr
 
 def test_api_token_guards_saves_only_when_set(tmp_path, quickdraw_test):
     image = {"image": b64(quickdraw_test.images[0]), "category": "cat"}
-    protected = make_settings(tmp_path / "protected", api_token="s3cret-token")
+    protected = settings_under(tmp_path / "protected", api_token="s3cret-token")
     with TestClient(create_app(protected)) as backend:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret-token"}):
             answer = backend.post("/save-image/", json=image, headers=headers)
@@ -80,5 +81,5 @@ def test_api_token_guards_saves_only_when_set(tmp_path, quickdraw_test):
     assert len(list((protected.img_data_location / "cat").glob("*.png"))) == 1
 
     for name, token in (("unset", None), ("empty", "")):  # off by default for local use; compose passes ""
-        with TestClient(create_app(make_settings(tmp_path / name, api_token=token))) as backend:
+        with TestClient(create_app(settings_under(tmp_path / name, api_token=token))) as backend:
             assert backend.post("/save-image/", json=image).status_code == 200

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import b64
+from tests.utils.images import b64
 
 pytestmark = pytest.mark.e2e
 

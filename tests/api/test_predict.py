@@ -8,7 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from doodle.api.app import create_app
-from tests.conftest import b64, free_port, make_settings, start_model_server
+from doodle.config import settings_under
+from tests.utils.images import b64
+from tests.utils.network import free_port
+from tests.utils.services import start_model_server
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +45,7 @@ def test_predict_accepts_large_png_of_small_offcentre_drawing(client, quickdraw_
     """A canvas-sized PNG with a small drawing in a corner is normalised before classifying."""
     from PIL import Image
 
-    from tests.test_imaging import png_b64
+    from tests.utils.images import png_b64
 
     index = int(np.flatnonzero(quickdraw_test.labels == quickdraw_test.categories.index("star"))[0])
     small = Image.fromarray(quickdraw_test.images[index].reshape(28, 28)).resize((56, 56))
@@ -87,7 +90,7 @@ def test_predict_answers_503_fast_when_model_server_down_then_recovers(served_st
     payload = {"inputs": b64(quickdraw_test.images[0])}
     from doodle import stack
 
-    with TestClient(create_app(make_settings(tmp_path, mlflow_hosted_model_url=url))) as backend:
+    with TestClient(create_app(settings_under(tmp_path, mlflow_hosted_model_url=url))) as backend:
         started = time.perf_counter()
         down = backend.post("/invocations/", json=payload)
         assert down.status_code == 503

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from doodle.cli import build_parser
-from tests.deploy.helpers import COMPOSE_FILE, GRAFANA_DIR, REPO, load_dashboards, panels, required_tool
+from tests.utils.deploy import COMPOSE_FILE, GRAFANA_DIR, REPO, load_dashboards, panels, required_tool
 
 SERVICES = {
     "fastapi-backend",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy.helpers import (
+from tests.utils.deploy import (
     ALERTS_FILE,
     PROMETHEUS_CONFIG,
     PROMETHEUS_DIR,

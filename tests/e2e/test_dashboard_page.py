@@ -14,8 +14,8 @@ from doodle import stack
 from doodle.config import Settings, settings_env, settings_under
 from doodle.pipeline import store
 from doodle.pipeline.store import STAGES, Status
-from tests.conftest import free_port
-from tests.pipeline.conftest import POSTGRES_URL, postgresql_url  # noqa: F401
+from tests.utils.db import POSTGRES_URL
+from tests.utils.network import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -93,7 +93,7 @@ def seed_history(engine: Engine) -> dict[str, int]:
     return runs
 
 
-def test_viewer_page_follows_the_run_store_without_reload(page, postgresql_url, tmp_path):  # noqa: F811
+def test_viewer_page_follows_the_run_store_without_reload(page, postgresql_url, tmp_path):
     engine = store.connect(postgresql_url)
     with running_viewer(settings_under(tmp_path, database_url=postgresql_url)) as url:
         page.goto(url)
@@ -122,7 +122,7 @@ def test_viewer_page_follows_the_run_store_without_reload(page, postgresql_url, 
     engine.dispose()
 
 
-def test_viewer_page_shows_every_status_and_message(page, postgresql_url, tmp_path, screenshots):  # noqa: F811
+def test_viewer_page_shows_every_status_and_message(page, postgresql_url, tmp_path, screenshots):
     engine = store.connect(postgresql_url)
     store.init_db(engine)
     runs = seed_history(engine)
@@ -168,7 +168,7 @@ def test_viewer_page_shows_every_status_and_message(page, postgresql_url, tmp_pa
     engine.dispose()
 
 
-def test_viewer_page_shows_store_errors_until_the_store_answers(page, postgresql_url, tmp_path):  # noqa: F811
+def test_viewer_page_shows_store_errors_until_the_store_answers(page, postgresql_url, tmp_path):
     database = f"doodle_viewer_{uuid.uuid4().hex[:8]}"  # does not exist yet: every read fails
     database_url = make_url(POSTGRES_URL).set(database=database).render_as_string(hide_password=False)
     admin = store.connect(POSTGRES_URL)

@@ -18,17 +18,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from doodle import stack
-from doodle.config import Settings, settings_env
+from doodle.config import Settings, settings_env, settings_under
 from doodle.pipeline import store
 from doodle.pipeline.orchestrator import run_pipeline
-from tests.conftest import b64, free_port, make_settings
-from tests.deploy.helpers import (
+from tests.utils.deploy import (
     Query,
     alert_queries,
     alert_rules,
     dashboard_queries,
     required_tool,
 )
+from tests.utils.images import b64
+from tests.utils.network import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -107,7 +108,7 @@ def monitored(model_server, quickdraw_test, tmp_path_factory):
     node_exporter_bin = required_tool("prometheus-node-exporter", "node_exporter")
     root = tmp_path_factory.mktemp("monitoring")
     api_port, viewer_port, node_port, prometheus_port = (free_port() for _ in range(4))
-    settings = make_settings(root / "var", mlflow_hosted_model_url=model_server, min_new_images=MIN_NEW_IMAGES)
+    settings = settings_under(root / "var", mlflow_hosted_model_url=model_server, min_new_images=MIN_NEW_IMAGES)
     env = settings_env(settings)
     # The pipeline's own MLflow store with the bundled model at @production; the served one stays untouched.
     done = subprocess.run(

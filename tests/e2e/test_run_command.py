@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from doodle.config import settings_env
-from tests.conftest import b64, free_port, make_settings
+from doodle.config import settings_env, settings_under
+from tests.utils.images import b64
+from tests.utils.network import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +45,7 @@ def alive(pid: int) -> bool:
 def test_run_starts_every_service_and_ctrl_c_leaves_no_process(tmp_path, quickdraw_test):
     names = ("mlflow", "model", "api", "ui", "dashboard", "prometheus", "node-exporter")
     ports = {name: free_port() for name in names}
-    settings = make_settings(tmp_path)
+    settings = settings_under(tmp_path)
     command = [sys.executable, "-m", "doodle.cli", "run", "--watch-interval", "3600"]
     command += [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
     output = open(tmp_path / "run.out", "w+")

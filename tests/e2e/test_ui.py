@@ -7,13 +7,13 @@ import pytest
 from PIL import Image
 
 from doodle import stack
-from doodle.config import Settings, settings_env
+from doodle.config import Settings, settings_env, settings_under
 from doodle.drawings import list_drawings
 from doodle.imaging import normalize_drawing
 from doodle.model.evaluate import predict_proba
 from doodle.model.net import load_checkpoint
 from doodle.model.registry import bundled_checkpoint
-from tests.conftest import free_port, make_settings
+from tests.utils.network import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,7 @@ def start_or_fail(service: stack.Service, settings: Settings) -> None:
 @pytest.fixture(scope="module")
 def live(model_server, tmp_path_factory):
     api_port, ui_port = free_port(), free_port()
-    settings = make_settings(
+    settings = settings_under(
         tmp_path_factory.mktemp("ui"),
         mlflow_hosted_model_url=model_server,
         cors_origins=[f"http://127.0.0.1:{ui_port}"],

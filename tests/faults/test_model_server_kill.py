@@ -9,8 +9,11 @@ import aiohttp
 import pytest
 
 from doodle import stack
-from doodle.config import settings_env
-from tests.conftest import b64, free_port, make_settings, run_async, start_model_server
+from doodle.config import settings_env, settings_under
+from tests.utils.aio import run_async
+from tests.utils.images import b64
+from tests.utils.network import free_port
+from tests.utils.services import start_model_server
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +41,7 @@ async def drive(url: str, bodies: list[dict], stop: asyncio.Event, outcomes: lis
 
 def test_backend_answers_503_quickly_while_model_server_is_dead_and_recovers(served_store, tmp_path, quickdraw_test):
     model_port = free_port()
-    backend_settings = make_settings(tmp_path, mlflow_hosted_model_url=f"http://127.0.0.1:{model_port}/invocations")
+    backend_settings = settings_under(tmp_path, mlflow_hosted_model_url=f"http://127.0.0.1:{model_port}/invocations")
     backend = stack.backend("127.0.0.1", free_port())
     backend.env = settings_env(backend_settings)
     model_server = start_model_server(served_store, model_port, hot_swap=True)

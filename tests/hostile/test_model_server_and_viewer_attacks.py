@@ -7,8 +7,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from doodle.config import settings_under
 from doodle.dashboard.app import create_dashboard_app
-from tests.conftest import make_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -54,7 +54,7 @@ def test_model_server_answers_the_valid_pixel_array_the_attacks_are_made_from(mo
 
 @pytest.fixture
 def viewer(tmp_path):
-    with TestClient(create_dashboard_app(make_settings(tmp_path))) as client:
+    with TestClient(create_dashboard_app(settings_under(tmp_path))) as client:
         yield client
 
 

@@ -22,7 +22,7 @@ from doodle.imaging import (
     normalize_drawing,
 )
 from doodle.model.pyfunc import to_bitmaps
-from tests.hostile.craft import PNG_SIGNATURE, b64, encoded, png_chunk, png_claiming, png_with_chunk_length
+from tests.utils.craft import PNG_SIGNATURE, b64, encoded, png_chunk, png_claiming, png_with_chunk_length
 
 PROPERTY = settings(derandomize=True, deadline=None, database=None, max_examples=300)
 IMAGES = settings(PROPERTY, max_examples=150)

@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from doodle.api.app import create_app
-from tests.conftest import b64 as bitmap_b64
-from tests.conftest import make_settings
-from tests.hostile.craft import b64, encoded, jpeg_claiming, png_claiming, png_with_chunk_length
+from doodle.config import settings_under
+from tests.utils.craft import b64, encoded, jpeg_claiming, png_claiming, png_with_chunk_length
+from tests.utils.images import b64 as bitmap_b64
 
 pytestmark = pytest.mark.e2e
 
@@ -111,7 +111,7 @@ def test_save_refuses_hostile_category_and_writes_nothing(client, drawing, categ
 
 
 def test_spellings_of_one_name_share_one_folder_and_do_not_use_up_the_category_limit(model_server, tmp_path, drawing):
-    app = create_app(make_settings(tmp_path, mlflow_hosted_model_url=model_server, max_categories=1))
+    app = create_app(settings_under(tmp_path, mlflow_hosted_model_url=model_server, max_categories=1))
     spellings = ["Cat", "CAT", " cat ", "cat_", "_cat", "-cat-", "cat"]
     with TestClient(app) as backend:
         answers = [backend.post("/save-image/", json={"image": drawing, "category": name}) for name in spellings]
@@ -226,7 +226,7 @@ def test_non_json_content_types_get_422_and_write_nothing(client, drawing):
 
 
 def limited_backend(model_server, tmp_path, limit: int) -> TestClient:
-    return TestClient(create_app(make_settings(tmp_path, mlflow_hosted_model_url=model_server, max_categories=limit)))
+    return TestClient(create_app(settings_under(tmp_path, mlflow_hosted_model_url=model_server, max_categories=limit)))
 
 
 def test_category_limit_refuses_new_category_but_keeps_saving_to_existing_ones(model_server, tmp_path, drawing):

@@ -25,12 +25,12 @@ from sqlalchemy import select
 from doodle.api.app import create_app
 from doodle.api.schemas import MAX_IMAGES_PER_REQUEST
 from doodle.categories import InvalidCategoryError, normalize_category
+from doodle.config import settings_under
 from doodle.dashboard.app import create_dashboard_app
 from doodle.drawings import TEMP_PREFIX
 from doodle.imaging import encode_bitmap
 from doodle.pipeline import store
 from doodle.pipeline.store import Status
-from tests.conftest import make_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -61,7 +61,7 @@ def openapi_document(factory) -> dict:
     (`schemathesis.pytest.from_fixture` would build it from a fixture, but fails under pytest 9.)
     """
     with tempfile.TemporaryDirectory() as root, mock.patch(f"{factory.__module__}.configure_logging"):
-        return factory(make_settings(Path(root))).openapi()
+        return factory(settings_under(Path(root))).openapi()
 
 
 # The bearer token is optional (only with API_TOKEN set) but the schema cannot say so: do not generate or drop it.
@@ -141,7 +141,7 @@ def assert_clear_client_error(response) -> None:
 
 @pytest.fixture
 def backend_settings(model_server, tmp_path):
-    return make_settings(tmp_path, mlflow_hosted_model_url=model_server)
+    return settings_under(tmp_path, mlflow_hosted_model_url=model_server)
 
 
 @pytest.fixture
@@ -171,7 +171,7 @@ def test_backend_answers_generated_requests_without_5xx_and_stores_only_valid_dr
 
 @pytest.fixture
 def viewer_settings(tmp_path):
-    return make_settings(tmp_path)
+    return settings_under(tmp_path)
 
 
 @pytest.fixture

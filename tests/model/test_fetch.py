@@ -12,7 +12,7 @@ import pytest
 
 from doodle.model.data import list_categories, load_dataset
 from doodle.model.fetch import FetchError, category_url, fetch
-from tests.conftest import free_port
+from tests.utils.network import free_port
 
 pytestmark = pytest.mark.integration
 

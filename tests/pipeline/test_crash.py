@@ -14,7 +14,7 @@ import pytest
 from doodle.drawings import list_drawings
 from doodle.pipeline.stages.convert import convert
 from doodle.pipeline.stages.merge import merge
-from tests.pipeline.helpers import save_drawings, stored_rows
+from tests.utils.drawings import save_drawings, stored_rows
 
 pytestmark = pytest.mark.integration
 

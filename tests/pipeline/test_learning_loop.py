@@ -10,12 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from doodle.api.app import create_app
-from doodle.config import settings_env
+from doodle.config import settings_env, settings_under
 from doodle.model.data import load_dataset
 from doodle.model.registry import alias_version, configure_mlflow, log_and_register, set_alias
 from doodle.model.train import TrainConfig, train
 from doodle.pipeline import store
-from tests.conftest import b64, make_settings
+from tests.utils.images import b64
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,7 @@ def test_pipeline_learns_new_categories_without_forgetting(tmp_path, quickdraw_d
     for npy in quickdraw_dir.glob("*.npy"):
         if npy.stem not in NEW_CATEGORIES:
             (base_dir / npy.name).symlink_to(npy)
-    settings = make_settings(tmp_path / "var", min_new_images=50)
+    settings = settings_under(tmp_path / "var", min_new_images=50)
     configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
     with mlflow.start_run(run_name="base-16"):
         base = train(TrainConfig(epochs=6, limit_per_class=1200), base_dir, tmp_path / "base.pt")

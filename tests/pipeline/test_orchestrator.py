@@ -8,11 +8,10 @@ import time
 
 import pytest
 
-from doodle.config import settings_env
+from doodle.config import settings_env, settings_under
 from doodle.pipeline import store
 from doodle.pipeline.orchestrator import PipelineBusyError, run_lock, run_pipeline
-from tests.conftest import make_settings
-from tests.pipeline.helpers import save_drawings, stored_rows
+from tests.utils.drawings import save_drawings, stored_rows
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +22,7 @@ def statuses(engine) -> list[str]:
 
 
 def test_run_not_triggered_when_too_few_drawings(tmp_path, database_url, quickdraw_test):
-    settings = make_settings(tmp_path, database_url=database_url, min_new_images=5)
+    settings = settings_under(tmp_path, database_url=database_url, min_new_images=5)
     save_drawings(settings.img_data_location, quickdraw_test.images[:2], "cat")
     engine = store.connect(database_url)
     assert run_pipeline(settings, engine, report=lambda line: None) == 0
@@ -33,7 +32,7 @@ def test_run_not_triggered_when_too_few_drawings(tmp_path, database_url, quickdr
 
 def test_failed_stage_fails_the_rest_and_halts(tmp_path, database_url, quickdraw_test):
     # No model is registered in this fresh MLflow store, so retrain (stage 5) must fail.
-    settings = make_settings(tmp_path, database_url=database_url, min_new_images=1)
+    settings = settings_under(tmp_path, database_url=database_url, min_new_images=1)
     save_drawings(settings.img_data_location, quickdraw_test.images[:3], "cat")
     engine = store.connect(database_url)
     assert run_pipeline(settings, engine, report=lambda line: None) == 1
@@ -45,14 +44,14 @@ def test_failed_stage_fails_the_rest_and_halts(tmp_path, database_url, quickdraw
 
 
 def test_second_run_is_refused_while_one_is_active(tmp_path):
-    settings = make_settings(tmp_path)
+    settings = settings_under(tmp_path)
     with run_lock(settings.pipeline_dir):
         with pytest.raises(PipelineBusyError, match="another pipeline run is active"):
             run_pipeline(settings, store.connect(settings.database_url))
 
 
 def test_killed_run_does_not_block_the_next(tmp_path, quickdraw_test):
-    settings = make_settings(tmp_path, min_new_images=1)
+    settings = settings_under(tmp_path, min_new_images=1)
     expected = save_drawings(settings.img_data_location, quickdraw_test.images[:20], "cat")
     engine = store.connect(settings.database_url)
     store.init_db(engine)

@@ -8,13 +8,12 @@ import time
 import pytest
 from sqlalchemy.engine import make_url
 
-from doodle.config import settings_env
+from doodle.config import settings_env, settings_under
 from doodle.drawings import list_drawings
 from doodle.model.registry import bootstrap, configure_mlflow
 from doodle.pipeline import store
-from tests.conftest import make_settings
-from tests.pipeline.helpers import save_drawings, stored_rows
-from tests.tcp_proxy import TcpProxy
+from tests.utils.drawings import save_drawings, stored_rows
+from tests.utils.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +46,7 @@ def test_pipeline_fails_cleanly_when_the_database_stops_and_the_next_run_succeed
     url = make_url(postgresql_url)
     proxy = TcpProxy((url.host, url.port)).start()
     through_proxy = url.set(port=proxy.port).render_as_string(hide_password=False)
-    settings = make_settings(tmp_path / "var", database_url=through_proxy, min_new_images=20)
+    settings = settings_under(tmp_path / "var", database_url=through_proxy, min_new_images=20)
     configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
     bootstrap(settings.model_name, settings.model_alias)
     banana = quickdraw_test.categories.index("banana")

@@ -6,14 +6,14 @@ import mlflow
 import pytest
 import torch
 
+from doodle.config import settings_under
 from doodle.model.finetune import split_backbone
 from doodle.model.net import DoodleNet, NetConfig, load_checkpoint
 from doodle.model.registry import configure_mlflow, log_and_register, set_alias
 from doodle.model.train import TrainConfig, train
 from doodle.pipeline import store
 from doodle.pipeline.orchestrator import run_pipeline
-from tests.conftest import make_settings
-from tests.pipeline.helpers import save_drawings
+from tests.utils.drawings import save_drawings
 
 NEW_CATEGORIES = ["apple", "fish"]
 
@@ -35,7 +35,7 @@ def registered_base(tmp_path: Path, quickdraw_dir: Path, **overrides):
     for npy in quickdraw_dir.glob("*.npy"):
         if npy.stem not in NEW_CATEGORIES:
             (base_dir / npy.name).symlink_to(npy)
-    settings = make_settings(tmp_path / "var", min_new_images=1, replay_data_dir=base_dir, **overrides)
+    settings = settings_under(tmp_path / "var", min_new_images=1, replay_data_dir=base_dir, **overrides)
     configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
     with mlflow.start_run(run_name="base"):
         base = train(TrainConfig(epochs=2, width=8, limit_per_class=300), base_dir, tmp_path / "base.pt")

@@ -6,7 +6,7 @@ from doodle.imaging import to_png
 from doodle.pipeline.ledger import load_ledger
 from doodle.pipeline.stages import convert as convert_stage
 from doodle.pipeline.stages.convert import convert
-from tests.pipeline.helpers import save_drawings, stored_rows
+from tests.utils.drawings import save_drawings, stored_rows
 
 
 def test_convert_turns_pngs_into_rows_and_deletes_them(tmp_path, quickdraw_test):

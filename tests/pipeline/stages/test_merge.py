@@ -1,7 +1,7 @@
 from doodle.pipeline.ledger import load_ledger, npy_path
 from doodle.pipeline.stages.convert import convert
 from doodle.pipeline.stages.merge import merge
-from tests.pipeline.helpers import save_drawings, stored_rows
+from tests.utils.drawings import save_drawings, stored_rows
 
 
 def test_merge_stacks_new_rows_onto_old_and_creates_categories(tmp_path, quickdraw_test):

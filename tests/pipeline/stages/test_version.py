@@ -4,7 +4,7 @@ import pytest
 
 from doodle.pipeline.stages.convert import convert
 from doodle.pipeline.stages.version import version
-from tests.pipeline.helpers import save_drawings
+from tests.utils.drawings import save_drawings
 
 pytestmark = pytest.mark.integration
 
