@@ -17,7 +17,7 @@ from doodle.config import Settings, settings_env
 logger = logging.getLogger(__name__)
 
 STOP_GRACE_S = 10.0
-PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"  # in a source checkout
+PROMETHEUS_DIR = Path(__file__).parent / "monitoring" / "prometheus"  # package data
 SHIPPED_TARGETS = {  # prometheus.yml's targets, as docker-compose.yml names them
     "backend": "fastapi-backend:8000",
     "pipeline": "pipeline-viewer:8001",

@@ -12,7 +12,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 COMPOSE_FILE = REPO / "docker-compose.yml"
-PROMETHEUS_DIR = DEPLOY / "prometheus"
+PROMETHEUS_DIR = REPO / "src" / "doodle" / "monitoring" / "prometheus"
 PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 ALERTS_FILE = PROMETHEUS_DIR / "alerts.yml"
 GRAFANA_DIR = DEPLOY / "grafana"

@@ -11,6 +11,7 @@ from doodle.api.model_client import ModelServerError, ModelServerUnavailableErro
 from doodle.categories import InvalidCategoryError
 from doodle.drawings import StorageError, StorageFullError, TooManyCategoriesError
 from doodle.imaging import InvalidImageError
+from doodle.web import add_last_resort_handler
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +35,6 @@ def _domain_handler(status: int):
     return handle
 
 
-async def _unhandled(request: Request, error: Exception) -> JSONResponse:
-    logger.exception("unhandled error path=%s", request.url.path, exc_info=error)
-    return JSONResponse({"detail": "internal error"}, status_code=500)
-
-
 async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
     """422 listing what is wrong, without echoing the input (it may not even be encodable: NaN, surrogates)."""
     logger.warning("request rejected path=%s status=422", request.url.path)
@@ -50,4 +46,4 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid_request)
     for error_type, status in STATUS_BY_ERROR.items():
         app.add_exception_handler(error_type, _domain_handler(status))
-    app.add_exception_handler(Exception, _unhandled)
+    add_last_resort_handler(app)

@@ -12,7 +12,6 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from pydantic import create_model
 from sqlalchemy import Engine, inspect, text
@@ -24,6 +23,7 @@ from doodle.drawings import list_drawings
 from doodle.log import configure_logging
 from doodle.pipeline import store
 from doodle.pipeline.store import STAGES, Status
+from doodle.web import add_last_resort_handler, metrics_response
 
 logger = logging.getLogger(__name__)
 
@@ -180,11 +180,6 @@ async def _store_unavailable(request: Request, error: Exception) -> JSONResponse
     return JSONResponse({"detail": str(error)}, status_code=503)
 
 
-async def _unhandled(request: Request, error: Exception) -> JSONResponse:
-    logger.exception("unhandled error path=%s", request.url.path, exc_info=error)
-    return JSONResponse({"detail": "internal error"}, status_code=500)
-
-
 def create_dashboard_app(settings: Settings) -> FastAPI:
     configure_logging(settings.log_level, settings.log_dir / "dashboard_backend.log")
     engine = connect_store(settings.database_url)
@@ -200,7 +195,7 @@ def create_dashboard_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="doodle pipeline viewer", lifespan=lifespan, debug=False)
     app.add_exception_handler(RunStoreUnavailableError, _store_unavailable)
-    app.add_exception_handler(Exception, _unhandled)
+    add_last_resort_handler(app)
 
     @app.middleware("http")
     async def log_request(request: Request, call_next):
@@ -238,8 +233,7 @@ def create_dashboard_app(settings: Settings) -> FastAPI:
     @app.get("/metrics", include_in_schema=False)
     def metrics(request: Request) -> Response:
         # Not prometheus-client's ASGI app: that would run the DB reads on the event loop.
-        encode, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encode(registry), media_type=content_type)
+        return metrics_response(request, registry)
 
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")
     return app

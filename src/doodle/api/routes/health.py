@@ -4,11 +4,11 @@ import base64
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client.exposition import choose_encoder
 
 from doodle.api.deps import MetricsDep, ModelClientDep
 from doodle.api.schemas import CategoriesPublic, HealthPublic
 from doodle.imaging import PIXELS
+from doodle.web import metrics_response
 
 router = APIRouter(tags=["health"])
 
@@ -34,5 +34,4 @@ async def categories(model: ModelClientDep) -> CategoriesPublic:
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request, api_metrics: MetricsDep) -> Response:
     """Prometheus exposition, answered at /metrics itself (a mounted app would redirect to /metrics/)."""
-    encode, content_type = choose_encoder(request.headers.get("accept", ""))
-    return Response(encode(api_metrics.registry), media_type=content_type)
+    return metrics_response(request, api_metrics.registry)
