@@ -13,6 +13,7 @@ import threading
 
 import mlflow
 from mlflow.pyfunc import scoring_server
+from starlette.types import ASGIApp
 
 from doodle.model.registry import alias_version
 
@@ -25,7 +26,7 @@ class HotSwapModelServer:
     def __init__(self, name: str, alias: str, poll_s: float = 2.0) -> None:
         self.name, self.alias, self.poll_s = name, alias, poll_s
         self.version: str | None = None
-        self._app = None
+        self._app: ASGIApp | None = None
         self._stop = threading.Event()
 
     def refresh(self) -> bool:
@@ -56,6 +57,8 @@ class HotSwapModelServer:
             )
             await send({"type": "http.response.body", "body": body})
             return
+        if self._app is None:  # startup has not loaded a model
+            raise RuntimeError(f"no model at models:/{self.name}@{self.alias}")
         await self._app(scope, receive, send)
 
     async def _lifespan(self, receive, send) -> None:

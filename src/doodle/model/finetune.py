@@ -8,6 +8,7 @@ Quick Draw images can still replay the old classes.
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -100,7 +101,7 @@ def train_head(
     loss_fn = nn.CrossEntropyLoss(weight=weights)
     with torch.no_grad():
         frozen = head.weight[:old_classes].clone(), head.bias[:old_classes].clone()
-    groups = [{"params": head.parameters()}]
+    groups: list[dict[str, Any]] = [{"params": head.parameters()}]
     model: nn.Module = head
     if tail is not None:
         tail.eval()

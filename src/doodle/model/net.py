@@ -6,6 +6,7 @@ linear `head` from features to class logits. Retraining replaces only the head.
 
 import copy
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -44,7 +45,7 @@ def _cnn_backbone(width: int, feature_dim: int, dropout: float) -> nn.Sequential
     layers: list[nn.Module] = []
     c_in = 1
     for step in CNN_LAYOUT:
-        if step == "pool":
+        if isinstance(step, str):  # "pool"
             layers.append(nn.MaxPool2d(2))  # 28 -> 14 -> 7 -> 3
         else:
             layers += _conv_bn(c_in, width * step)
@@ -165,8 +166,9 @@ def fuse_for_inference(net: DoodleNet) -> DoodleNet:
     fused = copy.deepcopy(net).eval()
     sequences = [name for name, module in fused.named_modules() if isinstance(module, nn.Sequential)]
     for name in sorted(sequences, key=lambda name: name.count("."), reverse=True):  # innermost first
-        fused.set_submodule(name, nn.Sequential(*_serving_layers(fused.get_submodule(name))))
-    return fused.to(memory_format=torch.channels_last)
+        fused.set_submodule(name, nn.Sequential(*_serving_layers(cast(nn.Sequential, fused.get_submodule(name)))))
+    # Module.to() accepts memory_format at run time; torch's type hints leave it out.
+    return fused.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def save_checkpoint(path, net: DoodleNet, categories: list[str], replay: dict | None = None, **meta) -> None:

@@ -3,13 +3,13 @@
 import logging
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types.schema import ParamSchema, ParamSpec
 
 from doodle.imaging import PIXELS, SIDE, InvalidImageError, decode_image, normalize_drawing
@@ -86,10 +86,10 @@ def to_bitmaps(model_input: Any) -> np.ndarray:
     return np.stack(bitmaps)
 
 
-class DoodleClassifier(mlflow.pyfunc.PythonModel):
+class DoodleClassifier(PythonModel):
     """Ranks the categories for each drawing; see `predict` for the output."""
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         net, self.categories, _ = load_checkpoint(context.artifacts["checkpoint"])
         self.net = fuse_for_inference(net)
         config = context.model_config or {}

@@ -6,6 +6,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -83,7 +84,7 @@ def train(config: TrainConfig, data_dir: Path, checkpoint_path: Path) -> TrainRe
     """Train, keep the (latest) epoch with the best validation top-1, save and log it."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    split = dict(
+    split: dict[str, Any] = dict(
         val_fraction=config.val_fraction,
         test_fraction=config.test_fraction,
         seed=config.split_seed,
@@ -138,6 +139,8 @@ def train(config: TrainConfig, data_dir: Path, checkpoint_path: Path) -> TrainRe
         if best_val is None or val.top1 >= best_val.top1:  # on a tie, the later epoch
             best_state, best_epoch, best_val = copy.deepcopy(net.state_dict()), epoch, val
 
+    if best_state is None or best_val is None:
+        raise ValueError(f"epochs must be at least 1, got {config.epochs}")
     net.load_state_dict(best_state)
     test = None
     if config.test_fraction > 0:
