@@ -1,4 +1,5 @@
-# The two set-up commands: `make run` and `make test`. Both create .venv on first use.
+# The two set-up commands: `make run` and `make test`. Both create .venv on first use;
+# `make test` also installs the Debian packages the tests run (scripts/install-test-packages.sh).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 export IMG_DATA_LOCATION ?= var/uploaded_img_data/category
 
-.PHONY: run test lint format bench clean
+.PHONY: run test test-packages lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -17,10 +18,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/doodle run
 
-test: $(STAMP)
+test: test-packages $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/pytest
+
+test-packages:
+	scripts/install-test-packages.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix src tests bench
