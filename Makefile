@@ -21,6 +21,7 @@ run: $(STAMP)
 test: test-packages $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 test-packages:
