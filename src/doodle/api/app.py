@@ -1,6 +1,7 @@
 """The FastAPI backend: wiring only."""
 
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -10,7 +11,8 @@ from prometheus_client import CollectorRegistry
 from doodle.api.batching import PredictionBatcher
 from doodle.api.errors import add_error_handlers
 from doodle.api.metrics import ApiMetrics
-from doodle.api.model_client import ModelClient
+from doodle.api.middleware import ErrorCountingMiddleware
+from doodle.api.model_client import ModelClient, Predictor
 from doodle.api.routes import drawings, health, predict
 from doodle.config import Settings, get_settings
 from doodle.log import configure_logging
@@ -18,41 +20,17 @@ from doodle.log import configure_logging
 logger = logging.getLogger(__name__)
 
 
-class ErrorCountingMiddleware:
-    """Counts every answer with status >= 400 in api_errors_total{endpoint}."""
+def create_app(settings: Settings, model_client: Predictor | None = None) -> FastAPI:
+    """The backend. Without `model_client` it connects to MLFLOW_HOSTED_MODEL_URL; tests pass a fake.
 
-    def __init__(self, app, metrics: ApiMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def send_and_count(message):
-            if message["type"] == "http.response.start" and message["status"] >= 400:
-                self._count(scope)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_count)
-        except Exception:
-            self._count(scope)  # answered 500 by the last-resort handler
-            raise
-
-    def _count(self, scope) -> None:
-        route = scope.get("route")
-        endpoint = route.path.rstrip("/") or "/" if route is not None else "unmatched"
-        self.metrics.errors.labels(endpoint=endpoint).inc()
-
-
-def create_app(settings: Settings) -> FastAPI:
+    The app closes the model client when it stops.
+    """
     configure_logging(settings.log_level, settings.log_dir / "app.log")
     metrics = ApiMetrics(CollectorRegistry())
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        client = ModelClient(
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = model_client or ModelClient(
             settings.mlflow_hosted_model_url,
             settings.predict_timeout_s,
             settings.connect_timeout_s,

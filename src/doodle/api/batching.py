@@ -9,34 +9,46 @@ busier the backend, the bigger the batches, with no fixed waiting window.
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 
-from doodle.api.model_client import ModelClient
+from doodle.api.model_client import Prediction, Predictor
 from doodle.imaging import InvalidImageError
 
 logger = logging.getLogger(__name__)
 
 
+# An image waiting for its call, and where its answer goes.
+Pending = tuple[str, asyncio.Future[Prediction]]
+
+
 class PredictionBatcher:
-    def __init__(self, client: ModelClient, max_batch: int, max_in_flight: int, on_batch=None) -> None:
+    def __init__(
+        self,
+        client: Predictor,
+        max_batch: int,
+        max_in_flight: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self.client = client
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
         self.on_batch = on_batch  # called with each call's image count
-        self._queue: deque[tuple[str, asyncio.Future]] = deque()
+        self._queue: deque[Pending] = deque()
         self._in_flight = 0
-        self._calls: set[asyncio.Task] = set()
+        self._calls: set[asyncio.Task[None]] = set()
 
-    async def predict(self, images: list[str]) -> list[dict]:
+    async def predict(self, images: list[str]) -> list[Prediction]:
         """Ranked labels per image, in order; raises what the model client raises."""
         loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in images]
+        futures: list[asyncio.Future[Prediction]] = [loop.create_future() for _ in images]
         self._queue.extend(zip(images, futures, strict=True))
         self._dispatch()
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception):
+        answers = []
+        for result in await asyncio.gather(*futures, return_exceptions=True):
+            if isinstance(result, BaseException):
                 raise result
-        return results
+            answers.append(result)
+        return answers
 
     def _dispatch(self) -> None:
         while self._queue and self._in_flight < self.max_in_flight:
@@ -47,7 +59,7 @@ class PredictionBatcher:
             self._calls.add(call)
             call.add_done_callback(self._calls.discard)
 
-    async def _call(self, batch: list[tuple[str, asyncio.Future]]) -> None:
+    async def _call(self, batch: list[Pending]) -> None:
         try:
             if self.on_batch:
                 self.on_batch(len(batch))
@@ -70,7 +82,7 @@ class PredictionBatcher:
             self._in_flight -= 1
             self._dispatch()
 
-    async def _call_alone(self, item: tuple[str, asyncio.Future]) -> None:
+    async def _call_alone(self, item: Pending) -> None:
         image, future = item
         try:
             (result,) = await self.client.predict([image])

@@ -1,35 +1,37 @@
 """Shared route dependencies with readable names."""
 
 import secrets
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from doodle.api.batching import PredictionBatcher
 from doodle.api.metrics import ApiMetrics
-from doodle.api.model_client import ModelClient
+from doodle.api.model_client import Predictor
 from doodle.config import Settings
+
+# app.state is untyped; create_app puts exactly these there.
 
 
 async def get_settings_dep(request: Request) -> Settings:
-    return request.app.state.settings
+    return cast(Settings, request.app.state.settings)
 
 
-async def get_model_client(request: Request) -> ModelClient:
-    return request.app.state.model_client
+async def get_model_client(request: Request) -> Predictor:
+    return cast(Predictor, request.app.state.model_client)
 
 
 async def get_batcher(request: Request) -> PredictionBatcher:
-    return request.app.state.batcher
+    return cast(PredictionBatcher, request.app.state.batcher)
 
 
 async def get_metrics(request: Request) -> ApiMetrics:
-    return request.app.state.metrics
+    return cast(ApiMetrics, request.app.state.metrics)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-ModelClientDep = Annotated[ModelClient, Depends(get_model_client)]
+ModelClientDep = Annotated[Predictor, Depends(get_model_client)]
 BatcherDep = Annotated[PredictionBatcher, Depends(get_batcher)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 

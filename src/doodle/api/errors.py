@@ -1,6 +1,8 @@
 """Domain errors mapped to HTTP answers, in one place. Clients never see a traceback."""
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -26,7 +28,7 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
 }
 
 
-def _domain_handler(status: int):
+def _domain_handler(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
     async def handle(request: Request, error: Exception) -> JSONResponse:
         level = logging.WARNING if status < 500 else logging.ERROR
         logger.log(level, "request failed path=%s status=%d reason=%s", request.url.path, status, error)
@@ -35,10 +37,14 @@ def _domain_handler(status: int):
     return handle
 
 
-async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-    """422 listing what is wrong, without echoing the input (it may not even be encodable: NaN, surrogates)."""
+async def _invalid_request(request: Request, error: Exception) -> JSONResponse:
+    """422 listing what is wrong, without echoing the input (it may not even be encodable: NaN, surrogates).
+
+    Registered for RequestValidationError only; Starlette types every handler's error as Exception.
+    """
     logger.warning("request rejected path=%s status=422", request.url.path)
-    problems = [{key: value for key, value in item.items() if key in ("type", "loc", "msg")} for item in error.errors()]
+    errors = cast(RequestValidationError, error).errors()
+    problems = [{key: value for key, value in item.items() if key in ("type", "loc", "msg")} for item in errors]
     return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=422)
 
 

@@ -2,6 +2,7 @@
 
 import json
 import logging
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -19,6 +20,20 @@ class ModelServerError(Exception):
     """The model server answered with an error or an unreadable body."""
 
 
+# One image's answer, as the pyfunc model gives it: labels best first, their probabilities, model_version.
+Prediction = dict[str, Any]
+
+
+class Predictor(Protocol):
+    """What the backend needs from the model server: ModelClient, or a fake in tests."""
+
+    async def predict(self, images: list[str], top_k: int | None = None) -> list[Prediction]: ...
+
+    async def healthy(self) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
 class ModelClient:
     """Must be created inside the running event loop (e.g. in the app's lifespan)."""
 
@@ -31,9 +46,9 @@ class ModelClient:
             connector=aiohttp.TCPConnector(limit=connections, keepalive_timeout=30),
         )
 
-    async def predict(self, images: list[str], top_k: int | None = None) -> list[dict]:
+    async def predict(self, images: list[str], top_k: int | None = None) -> list[Prediction]:
         """Ranked labels per image, as the pyfunc model returns them."""
-        body: dict = {"inputs": images}
+        body: dict[str, Any] = {"inputs": images}
         if top_k is not None:
             body["params"] = {"top_k": top_k}
         try:

@@ -1,6 +1,6 @@
 """Request and response bodies of the backend."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -48,7 +48,7 @@ class ErrorPublic(BaseModel):
     detail: str = Field(description="what is wrong")
 
 
-def error_responses(*statuses: int) -> dict:
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error answers a route can give."""
     reasons = {
         400: "the image or category is invalid",
@@ -58,7 +58,9 @@ def error_responses(*statuses: int) -> dict:
         503: "the model server or the storage is unavailable",
         507: "the storage is full",
     }
-    responses = {status: {"model": ErrorPublic, "description": reasons[status]} for status in statuses}
+    responses: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorPublic, "description": reasons[status]} for status in statuses
+    }
     if 413 in responses:  # answered by the framework's body limit, as plain text
         responses[413] = {"description": reasons[413], "content": {"text/plain": {"schema": {"type": "string"}}}}
     return responses

@@ -17,7 +17,7 @@ _PROBE = base64.b64encode(bytes(PIXELS // 2) + b"\xff" + bytes(PIXELS // 2 - 1))
 
 
 @router.get("/health", response_model=HealthPublic, responses={503: {"model": HealthPublic}})
-async def health(model: ModelClientDep):
+async def health(model: ModelClientDep) -> HealthPublic | JSONResponse:
     """200 only when the model server answers."""
     if await model.healthy():
         return HealthPublic(status="ok", model_server="up")
