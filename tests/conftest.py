@@ -1,4 +1,4 @@
-"""Shared fixtures: settings on tmp dirs, real Quick Draw data, a real MLflow model server."""
+"""Shared fixtures: settings on tmp dirs, real Quick Draw data, a real MLflow model server or a fake one."""
 
 import os
 import uuid
@@ -15,6 +15,7 @@ from doodle.config import Settings, settings_under
 from doodle.model.data import load_dataset
 from doodle.pipeline import store
 from tests.utils.db import POSTGRES_URL
+from tests.utils.fakes import FakeModelClient
 from tests.utils.network import free_port
 from tests.utils.services import start_model_server
 
@@ -63,9 +64,21 @@ def model_server(served_store):
 
 @pytest.fixture
 def client(model_server, tmp_path):
-    """The real backend app talking to the real model server."""
+    """The real backend app talking to the real model server (e2e)."""
     app = create_app(settings_under(tmp_path, mlflow_hosted_model_url=model_server))
     with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def fake_model() -> FakeModelClient:
+    return FakeModelClient()
+
+
+@pytest.fixture
+def api_client(settings, fake_model):
+    """The backend app with `fake_model` in place of the model server (unit tests)."""
+    with TestClient(create_app(settings, model_client=fake_model)) as test_client:
         yield test_client
 
 

@@ -4,53 +4,25 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import pytest
 
 from doodle.api.batching import PredictionBatcher
 from doodle.api.model_client import ModelServerUnavailableError
 from doodle.imaging import InvalidImageError
 from tests.utils.aio import run_async
-from tests.utils.images import b64
+from tests.utils.fakes import FakeModelClient
+from tests.utils.images import b64, drawing
+
+EMPTY = b64(np.zeros((28, 28), np.uint8))  # no ink: the model refuses it
 
 
-def metric_value(text: str, name: str) -> float:
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+def labelled_drawings(count: int) -> tuple[list[str], dict[str, str]]:
+    """Distinct drawings, each with its own label from the fake model, so every answer can be traced."""
+    images = [b64(drawing(seed)) for seed in range(count)]
+    return images, {image: f"thing_{seed}" for seed, image in enumerate(images)}
 
 
-@pytest.mark.e2e
-def test_concurrent_requests_share_calls_and_each_gets_its_own_answer(client, quickdraw_test):
-    rng = np.random.default_rng(7)
-    images = [b64(quickdraw_test.images[i]) for i in rng.choice(len(quickdraw_test), 48, replace=False)]
-    alone = [client.post("/invocations/", json={"inputs": image}).json() for image in images]
-    calls_before = metric_value(client.get("/metrics").text, "doodle_model_batch_size_count")
-
-    with ThreadPoolExecutor(max_workers=24) as pool:
-        together = list(pool.map(lambda image: client.post("/invocations/", json={"inputs": image}), images))
-
-    assert [answer.status_code for answer in together] == [200] * len(images)
-    for answer, expected in zip(together, alone, strict=True):
-        body = answer.json()
-        assert body["predictions"] == expected["predictions"]
-        assert body["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-5)  # batched float sums
-    calls = metric_value(client.get("/metrics").text, "doodle_model_batch_size_count") - calls_before
-    assert calls < len(images)  # some requests travelled together
-
-
-class RecordingModel:
-    """Stands in for the model server's answer rules: rejects images named 'bad', echoes the rest."""
-
-    def __init__(self, down: bool = False) -> None:
-        self.calls: list[list[str]] = []
-        self.down = down
-
-    async def predict(self, images: list[str], top_k=None) -> list[dict]:
-        self.calls.append(list(images))
-        await asyncio.sleep(0.01)
-        if self.down:
-            raise ModelServerUnavailableError("model server is unavailable")
-        if "bad" in images:
-            raise InvalidImageError("drawing is empty: ink too faint")
-        return [{"labels": [image]} for image in images]
+def top_labels(answer: list[dict]) -> list[str]:
+    return [item["labels"][0] for item in answer]
 
 
 def run_together(batcher: PredictionBatcher, requests: list[list[str]]) -> list:
@@ -60,25 +32,41 @@ def run_together(batcher: PredictionBatcher, requests: list[list[str]]) -> list:
     return run_async(main())
 
 
+def test_concurrent_requests_share_calls_and_each_gets_its_own_answer(api_client, fake_model):
+    images, labels = labelled_drawings(48)
+    fake_model.labels.update(labels)
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        answers = list(pool.map(lambda image: api_client.post("/invocations/", json={"inputs": image}), images))
+
+    assert [answer.status_code for answer in answers] == [200] * len(images)
+    assert [answer.json()["predictions"][0] for answer in answers] == [labels[image] for image in images]
+    calls = api_client.app.state.metrics.registry.get_sample_value("doodle_model_batch_size_count")
+    assert calls == len(fake_model.calls) < len(images)  # some requests travelled together
+
+
 def test_batches_grow_only_while_a_call_is_out():
-    model = RecordingModel()
+    images, labels = labelled_drawings(9)
+    model = FakeModelClient(labels=labels)
     batcher = PredictionBatcher(model, max_batch=4, max_in_flight=1)
-    answers = run_together(batcher, [[f"img{i}"] for i in range(9)])
-    assert answers == [[{"labels": [f"img{i}"]}] for i in range(9)]
+    answers = run_together(batcher, [[image] for image in images])
+    assert [top_labels(answer) for answer in answers] == [[labels[image]] for image in images]
     assert [len(call) for call in model.calls] == [1, 4, 4]  # the first goes at once, the rest queue
 
 
 def test_one_rejected_image_fails_only_its_own_request():
-    model = RecordingModel()
-    batcher = PredictionBatcher(model, max_batch=8, max_in_flight=1)
-    answers = run_together(batcher, [["first"], ["a"], ["bad"], ["b", "c"]])
-    assert answers[0] == [{"labels": ["first"]}]
-    assert answers[1] == [{"labels": ["a"]}]
+    images, labels = labelled_drawings(4)
+    batcher = PredictionBatcher(FakeModelClient(labels=labels), max_batch=8, max_in_flight=1)
+    answers = run_together(batcher, [[images[0]], [images[1]], [EMPTY], [images[2], images[3]]])
+    assert top_labels(answers[0]) == [labels[images[0]]]
+    assert top_labels(answers[1]) == [labels[images[1]]]
     assert isinstance(answers[2], InvalidImageError)
-    assert answers[3] == [{"labels": ["b"]}, {"labels": ["c"]}]
+    assert top_labels(answers[3]) == [labels[images[2]], labels[images[3]]]
 
 
 def test_model_server_down_fails_every_waiting_request():
-    batcher = PredictionBatcher(RecordingModel(down=True), max_batch=8, max_in_flight=1)
-    answers = run_together(batcher, [["a"], ["b"], ["c"]])
+    model = FakeModelClient()
+    model.down = True
+    batcher = PredictionBatcher(model, max_batch=8, max_in_flight=1)
+    answers = run_together(batcher, [[b64(drawing(seed))] for seed in range(3)])
     assert all(isinstance(answer, ModelServerUnavailableError) for answer in answers)

@@ -1,4 +1,4 @@
-"""POST /save-image/ through the real backend app."""
+"""POST /save-image/ through the backend app; saving never involves the model server."""
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -9,21 +9,16 @@ from PIL import Image
 
 from doodle.api.app import create_app
 from doodle.config import settings_under
+from tests.utils.fakes import FakeModelClient
 from tests.utils.images import b64
-
-
-@pytest.fixture
-def backend(settings):
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
 
 
 def all_files(root):
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-def test_save_image_stores_normalised_png(backend, settings, quickdraw_test):
-    answer = backend.post("/save-image/", json={"image": b64(quickdraw_test.images[0]), "category": "Smiley Face"})
+def test_save_image_stores_normalised_png(api_client, settings, quickdraw_test):
+    answer = api_client.post("/save-image/", json={"image": b64(quickdraw_test.images[0]), "category": "Smiley Face"})
     assert answer.status_code == 200
     body = answer.json()
     assert body["message"] == "Image saved successfully"
@@ -38,8 +33,8 @@ def test_save_image_stores_normalised_png(backend, settings, quickdraw_test):
     "category",
     ["../../etc", "..", "/tmp/x", "cat/../../x", "a\\b", "cat\x00", "%2e%2e", "кот", "", "x" * 65, "..."],
 )
-def test_save_image_rejects_path_escape_and_bad_names(backend, settings, quickdraw_test, category):
-    answer = backend.post("/save-image/", json={"image": b64(quickdraw_test.images[0]), "category": category})
+def test_save_image_rejects_path_escape_and_bad_names(api_client, settings, quickdraw_test, category):
+    answer = api_client.post("/save-image/", json={"image": b64(quickdraw_test.images[0]), "category": category})
     assert answer.status_code == 400
     assert "category" in answer.json()["detail"]
     written = [p for p in all_files(settings.var_dir) if "logs" not in p.parts]
@@ -47,17 +42,17 @@ def test_save_image_rejects_path_escape_and_bad_names(backend, settings, quickdr
 
 
 @pytest.mark.parametrize("image", ["###", b64(np.zeros(784, np.uint8)), b64(np.ones(10, np.uint8))])
-def test_save_image_rejects_bad_image_and_writes_nothing(backend, settings, image):
-    answer = backend.post("/save-image/", json={"image": image, "category": "cat"})
+def test_save_image_rejects_bad_image_and_writes_nothing(api_client, settings, image):
+    answer = api_client.post("/save-image/", json={"image": image, "category": "cat"})
     assert answer.status_code == 400
     assert all_files(settings.img_data_location) == []
 
 
-def test_save_image_parallel_saves_give_one_file_each(backend, settings, quickdraw_test):
+def test_save_image_parallel_saves_give_one_file_each(api_client, settings, quickdraw_test):
     count = 40
 
     def save(i):
-        return backend.post("/save-image", json={"image": b64(quickdraw_test.images[i]), "category": "cat"})
+        return api_client.post("/save-image", json={"image": b64(quickdraw_test.images[i]), "category": "cat"})
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(save, range(count)))
@@ -70,7 +65,7 @@ def test_save_image_parallel_saves_give_one_file_each(backend, settings, quickdr
 def test_api_token_guards_saves_only_when_set(tmp_path, quickdraw_test):
     image = {"image": b64(quickdraw_test.images[0]), "category": "cat"}
     protected = settings_under(tmp_path / "protected", api_token="s3cret-token")
-    with TestClient(create_app(protected)) as backend:
+    with TestClient(create_app(protected, model_client=FakeModelClient())) as backend:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret-token"}):
             answer = backend.post("/save-image/", json=image, headers=headers)
             assert answer.status_code == 401
@@ -81,5 +76,6 @@ def test_api_token_guards_saves_only_when_set(tmp_path, quickdraw_test):
     assert len(list((protected.img_data_location / "cat").glob("*.png"))) == 1
 
     for name, token in (("unset", None), ("empty", "")):  # off by default for local use; compose passes ""
-        with TestClient(create_app(settings_under(tmp_path / name, api_token=token))) as backend:
+        backend_settings = settings_under(tmp_path / name, api_token=token)
+        with TestClient(create_app(backend_settings, model_client=FakeModelClient())) as backend:
             assert backend.post("/save-image/", json=image).status_code == 200

@@ -1,4 +1,5 @@
-"""Predictions through the real backend and a real `mlflow models serve` process."""
+"""POST /invocations/, GET /health and GET /categories: the backend's rules against a fake model server,
+and the design's contract end to end against a real `mlflow models serve` process (e2e)."""
 
 import base64
 import time
@@ -6,17 +7,115 @@ import time
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
+from doodle import stack
 from doodle.api.app import create_app
 from doodle.config import settings_under
-from tests.utils.images import b64
+from tests.utils.images import b64, drawing, png_b64
 from tests.utils.network import free_port
 from tests.utils.services import start_model_server
 
-pytestmark = pytest.mark.e2e
+
+def test_predict_returns_the_models_ranking_in_the_design_contract(api_client, fake_model):
+    image = b64(drawing())
+    fake_model.labels[image] = "star"
+
+    answer = api_client.post("/invocations/", json={"inputs": image})
+
+    assert answer.status_code == 200
+    expected = fake_model.answer(image)
+    assert answer.json() == {
+        "predictions": expected["labels"],
+        "probabilities": expected["probabilities"],
+        "model_version": expected["model_version"],
+    }
+    assert answer.json()["predictions"][0] == "star"
 
 
-def test_predict_returns_design_contract_for_real_drawings(client, quickdraw_test):
+def test_predict_list_input_gets_one_result_per_image_in_order(api_client, fake_model):
+    images = [b64(drawing(seed)) for seed in range(5)]
+    for image, category in zip(images, ["dog", "star", "cat", "house", "dog"], strict=True):
+        fake_model.labels[image] = category
+
+    answer = api_client.post("/invocations", json={"inputs": images})
+
+    assert answer.status_code == 200
+    results = answer.json()
+    assert [result["predictions"][0] for result in results] == ["dog", "star", "cat", "house", "dog"]
+    assert results[2] == api_client.post("/invocations/", json={"inputs": images[2]}).json()
+
+
+def test_predict_sends_28x28_images_as_raw_bytes_and_larger_ones_unchanged(api_client, fake_model):
+    small_png = png_b64(drawing())
+    large_png = png_b64(np.kron(drawing(), np.ones((4, 4), np.uint8)))  # 112x112
+
+    assert api_client.post("/invocations/", json={"inputs": [small_png, large_png]}).status_code == 200
+
+    assert fake_model.calls == [[b64(drawing()), large_png]]
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"inputs": "%%%not-base64%%%"}, "not valid base64"),
+        ({"inputs": base64.b64encode(bytes(783)).decode()}, "expected 784 raw bytes"),
+        ({"inputs": base64.b64encode(b"\x89PNG\r\n" + bytes(1000)).decode()}, "neither 784 raw bytes nor a PNG"),
+        ({"inputs": base64.b64encode(bytes(784)).decode()}, "drawing is empty"),
+        ({"inputs": ""}, "image is empty"),
+        ({"inputs": [b64(drawing()), ""]}, "image is empty"),
+    ],
+)
+def test_predict_rejects_bad_input_with_clear_400_without_asking_the_model(api_client, fake_model, payload, message):
+    answer = api_client.post("/invocations/", json=payload)
+    assert answer.status_code == 400
+    assert message in answer.json()["detail"]
+    assert "Traceback" not in answer.text
+    assert fake_model.calls == []
+
+
+def test_predict_passes_on_the_models_refusal_as_400(api_client):
+    """A faint line across a large canvas passes the backend's check but averages away to nothing at 28x28."""
+    canvas = np.zeros((400, 400), np.uint8)
+    canvas[200, :] = 1
+    answer = api_client.post("/invocations/", json={"inputs": png_b64(canvas)})
+    assert answer.status_code == 400
+    assert "too faint" in answer.json()["detail"]
+
+
+def test_predict_rejects_malformed_body(api_client):
+    assert api_client.post("/invocations/", json={"image": "x"}).status_code == 422
+    assert api_client.post("/invocations/", json={"inputs": []}).status_code == 422
+
+
+def test_health_and_categories_report_the_served_model(api_client, fake_model):
+    assert api_client.get("/health").json() == {"status": "ok", "model_server": "up"}
+    assert api_client.get("/categories").json() == {
+        "categories": sorted(fake_model.categories),
+        "model_version": fake_model.model_version,
+    }
+
+
+def test_predict_and_health_answer_503_while_the_model_server_is_down_then_recover(api_client, fake_model):
+    payload = {"inputs": b64(drawing())}
+    fake_model.down = True
+
+    down = api_client.post("/invocations/", json=payload)
+    assert down.status_code == 503
+    assert "unavailable" in down.json()["detail"]
+    health = api_client.get("/health")
+    assert (health.status_code, health.json()) == (503, {"status": "unavailable", "model_server": "down"})
+
+    fake_model.down = False
+    assert api_client.post("/invocations/", json=payload).status_code == 200
+    assert api_client.get("/health").status_code == 200
+
+
+# --- end to end, against the real model server ------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_predict_classifies_real_drawings_in_the_design_contract(client, quickdraw_test):
     rng = np.random.default_rng(1)
     picks = rng.choice(len(quickdraw_test), size=60, replace=False)
     correct = 0
@@ -31,6 +130,7 @@ def test_predict_returns_design_contract_for_real_drawings(client, quickdraw_tes
     assert correct / len(picks) >= 0.9
 
 
+@pytest.mark.e2e
 def test_predict_list_input_gets_list_of_results(client, quickdraw_test):
     images = quickdraw_test.images[:5]
     answer = client.post("/invocations", json={"inputs": [b64(image) for image in images]})
@@ -41,12 +141,9 @@ def test_predict_list_input_gets_list_of_results(client, quickdraw_test):
     assert results[2] == single
 
 
+@pytest.mark.e2e
 def test_predict_accepts_large_png_of_small_offcentre_drawing(client, quickdraw_test):
     """A canvas-sized PNG with a small drawing in a corner is normalised before classifying."""
-    from PIL import Image
-
-    from tests.utils.images import png_b64
-
     index = int(np.flatnonzero(quickdraw_test.labels == quickdraw_test.categories.index("star"))[0])
     small = Image.fromarray(quickdraw_test.images[index].reshape(28, 28)).resize((56, 56))
     canvas = np.zeros((400, 400), np.uint8)
@@ -56,39 +153,13 @@ def test_predict_accepts_large_png_of_small_offcentre_drawing(client, quickdraw_
     assert "star" in answer.json()["predictions"][:3]
 
 
-@pytest.mark.parametrize(
-    ("payload", "message"),
-    [
-        ({"inputs": "%%%not-base64%%%"}, "not valid base64"),
-        ({"inputs": base64.b64encode(bytes(783)).decode()}, "expected 784 raw bytes"),
-        ({"inputs": base64.b64encode(b"\x89PNG\r\n" + bytes(1000)).decode()}, "neither 784 raw bytes nor a PNG"),
-        ({"inputs": base64.b64encode(bytes(784)).decode()}, "drawing is empty"),
-        ({"inputs": ""}, "image is empty"),
-    ],
-)
-def test_predict_rejects_bad_input_with_clear_400(client, payload, message):
-    answer = client.post("/invocations/", json=payload)
-    assert answer.status_code == 400
-    assert message in answer.json()["detail"]
-    assert "Traceback" not in answer.text
-
-
-def test_predict_rejects_malformed_body(client):
-    assert client.post("/invocations/", json={"image": "x"}).status_code == 422
-    assert client.post("/invocations/", json={"inputs": []}).status_code == 422
-
-
-def test_health_and_categories_reflect_served_model(client, quickdraw_dir):
-    assert client.get("/health").json() == {"status": "ok", "model_server": "up"}
-    body = client.get("/categories").json()
-    assert body["categories"] == sorted(p.stem for p in quickdraw_dir.glob("*.npy"))
-
-
-def test_predict_answers_503_fast_when_model_server_down_then_recovers(served_store, tmp_path, quickdraw_test):
+@pytest.mark.e2e
+def test_predict_answers_503_fast_when_model_server_down_then_recovers(
+    served_store, tmp_path, quickdraw_test, quickdraw_dir
+):
     port = free_port()
     url = f"http://127.0.0.1:{port}/invocations"
     payload = {"inputs": b64(quickdraw_test.images[0])}
-    from doodle import stack
 
     with TestClient(create_app(settings_under(tmp_path, mlflow_hosted_model_url=url))) as backend:
         started = time.perf_counter()
@@ -102,6 +173,8 @@ def test_predict_answers_503_fast_when_model_server_down_then_recovers(served_st
         try:
             assert backend.post("/invocations/", json=payload).status_code == 200
             assert backend.get("/health").status_code == 200
+            categories = backend.get("/categories").json()["categories"]
+            assert categories == sorted(path.stem for path in quickdraw_dir.glob("*.npy"))
             stack.stop([service])
             assert backend.post("/invocations/", json=payload).status_code == 503
         finally:

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from doodle.api.app import create_app
 from doodle.config import settings_under
+from tests.utils.fakes import FakeModelClient
 from tests.utils.images import b64
 
 pytestmark = [
@@ -54,7 +55,8 @@ def test_full_disk_answers_507_leaves_nothing_and_recovers(tmp_path, small_disk,
     (store / "cat").mkdir(parents=True)
     fill(small_disk)
     before = every_file(small_disk)
-    with TestClient(create_app(settings_under(tmp_path / "var", img_data_location=store))) as backend:
+    settings = settings_under(tmp_path / "var", img_data_location=store)
+    with TestClient(create_app(settings, model_client=FakeModelClient())) as backend:
         answer = backend.post("/save-image/", json={"image": drawing, "category": "cat"})
         assert answer.status_code == 507
         assert answer.json() == {"detail": "the drawing was not saved: the storage is full"}
@@ -69,7 +71,8 @@ def test_read_only_folder_answers_503_and_writes_nothing(tmp_path, small_disk, d
     store = small_disk / "category"
     (store / "cat").mkdir(parents=True)
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
-    with TestClient(create_app(settings_under(tmp_path / "var", img_data_location=store))) as backend:
+    settings = settings_under(tmp_path / "var", img_data_location=store)
+    with TestClient(create_app(settings, model_client=FakeModelClient())) as backend:
         for category in ("cat", "new_category"):
             answer = backend.post("/save-image/", json={"image": drawing, "category": category})
             assert answer.status_code == 503

@@ -1,4 +1,4 @@
-"""Hostile saves through the real backend and model server: every one gets a clear 4xx and writes nothing."""
+"""Hostile saves through the backend: every one gets a clear 4xx and writes nothing."""
 
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -10,9 +10,8 @@ from fastapi.testclient import TestClient
 from doodle.api.app import create_app
 from doodle.config import settings_under
 from tests.utils.craft import b64, encoded, jpeg_claiming, png_claiming, png_with_chunk_length
+from tests.utils.fakes import FakeModelClient
 from tests.utils.images import b64 as bitmap_b64
-
-pytestmark = pytest.mark.e2e
 
 JSON = {"content-type": "application/json"}
 
@@ -103,15 +102,15 @@ BLANK = ["", " ", "   ", "\t\n", "_", "-", "_-_ "]
         pytest.param("\ud800", 422, id="lone surrogate"),
     ],
 )
-def test_save_refuses_hostile_category_and_writes_nothing(client, drawing, category, status):
-    answer = post_raw(client, "/save-image/", json.dumps({"image": drawing, "category": category}))
+def test_save_refuses_hostile_category_and_writes_nothing(api_client, drawing, category, status):
+    answer = post_raw(api_client, "/save-image/", json.dumps({"image": drawing, "category": category}))
     assert answer.status_code == status
     assert "category" in error_message(answer)
-    assert everything_under(store_of(client)) == []
+    assert everything_under(store_of(api_client)) == []
 
 
-def test_spellings_of_one_name_share_one_folder_and_do_not_use_up_the_category_limit(model_server, tmp_path, drawing):
-    app = create_app(settings_under(tmp_path, mlflow_hosted_model_url=model_server, max_categories=1))
+def test_spellings_of_one_name_share_one_folder_and_do_not_use_up_the_category_limit(tmp_path, drawing):
+    app = create_app(settings_under(tmp_path, max_categories=1), model_client=FakeModelClient())
     spellings = ["Cat", "CAT", " cat ", "cat_", "_cat", "-cat-", "cat"]
     with TestClient(app) as backend:
         answers = [backend.post("/save-image/", json={"image": drawing, "category": name}) for name in spellings]
@@ -154,17 +153,17 @@ def canvas_png(height: int, width: int) -> str:
         pytest.param("A" * 4_000_004, 422, "image", id="over the image length limit"),
     ],
 )
-def test_save_refuses_absurd_image_and_writes_nothing(client, image, status, message):
-    answer = client.post("/save-image/", json={"image": image, "category": "cat"})
+def test_save_refuses_absurd_image_and_writes_nothing(api_client, image, status, message):
+    answer = api_client.post("/save-image/", json={"image": image, "category": "cat"})
     assert answer.status_code == status
     assert message in error_message(answer)
-    assert everything_under(store_of(client)) == []
+    assert everything_under(store_of(api_client)) == []
 
 
-def test_save_accepts_long_thin_drawing_at_the_side_limit(client):
-    answer = client.post("/save-image/", json={"image": canvas_png(3, 4096), "category": "line"})
+def test_save_accepts_long_thin_drawing_at_the_side_limit(api_client):
+    answer = api_client.post("/save-image/", json={"image": canvas_png(3, 4096), "category": "line"})
     assert answer.status_code == 200
-    assert [p.name for p in everything_under(store_of(client)) if p.is_dir()] == ["line"]
+    assert [p.name for p in everything_under(store_of(api_client)) if p.is_dir()] == ["line"]
 
 
 @pytest.mark.parametrize("path", ["/save-image/", "/invocations/"])
@@ -175,12 +174,12 @@ def test_save_accepts_long_thin_drawing_at_the_side_limit(client):
         pytest.param(b"\x00" * 6_000_000, id="6 MB of NUL"),
     ],
 )
-def test_body_over_the_cap_gets_413_and_writes_nothing(client, path, body):
-    assert len(body) > client.app.state.settings.max_request_bytes
-    answer = post_raw(client, path, body)
+def test_body_over_the_cap_gets_413_and_writes_nothing(api_client, path, body):
+    assert len(body) > api_client.app.state.settings.max_request_bytes
+    answer = post_raw(api_client, path, body)
     assert answer.status_code == 413
     assert "too large" in error_message(answer).lower()
-    assert everything_under(store_of(client)) == []
+    assert everything_under(store_of(api_client)) == []
 
 
 # --- malformed JSON ---------------------------------------------------------------------------------------------
@@ -207,30 +206,32 @@ def test_body_over_the_cap_gets_413_and_writes_nothing(client, path, body):
         pytest.param(b'\xff\xfe{"image": 1}', 422, id="invalid UTF-8"),
     ],
 )
-def test_malformed_json_gets_clear_4xx_and_writes_nothing(client, path, body, status):
-    answer = post_raw(client, path, body)
+def test_malformed_json_gets_clear_4xx_and_writes_nothing(api_client, path, body, status):
+    answer = post_raw(api_client, path, body)
     assert answer.status_code == status
     assert error_message(answer)
-    assert everything_under(store_of(client)) == []
+    assert everything_under(store_of(api_client)) == []
 
 
-def test_non_json_content_types_get_422_and_write_nothing(client, drawing):
-    form = client.post("/save-image/", data={"image": drawing, "category": "cat"})
-    text = post_raw(client, "/save-image/", json.dumps({"image": drawing, "category": "cat"}), {"content-type": "x/y"})
+def test_non_json_content_types_get_422_and_write_nothing(api_client, drawing):
+    form = api_client.post("/save-image/", data={"image": drawing, "category": "cat"})
+    text = post_raw(
+        api_client, "/save-image/", json.dumps({"image": drawing, "category": "cat"}), {"content-type": "x/y"}
+    )
     assert (form.status_code, text.status_code) == (422, 422)
     assert error_message(form) and error_message(text)
-    assert everything_under(store_of(client)) == []
+    assert everything_under(store_of(api_client)) == []
 
 
 # --- the category limit -----------------------------------------------------------------------------------------
 
 
-def limited_backend(model_server, tmp_path, limit: int) -> TestClient:
-    return TestClient(create_app(settings_under(tmp_path, mlflow_hosted_model_url=model_server, max_categories=limit)))
+def limited_backend(tmp_path, limit: int) -> TestClient:
+    return TestClient(create_app(settings_under(tmp_path, max_categories=limit), model_client=FakeModelClient()))
 
 
-def test_category_limit_refuses_new_category_but_keeps_saving_to_existing_ones(model_server, tmp_path, drawing):
-    with limited_backend(model_server, tmp_path, 5) as backend:
+def test_category_limit_refuses_new_category_but_keeps_saving_to_existing_ones(tmp_path, drawing):
+    with limited_backend(tmp_path, 5) as backend:
         root = store_of(backend)
         for n in range(5):
             assert backend.post("/save-image/", json={"image": drawing, "category": f"thing {n}"}).status_code == 200
@@ -247,9 +248,9 @@ def test_category_limit_refuses_new_category_but_keeps_saving_to_existing_ones(m
         assert len(list((root / "thing_3").iterdir())) == 2
 
 
-def test_thousands_of_new_categories_stop_at_the_limit(model_server, tmp_path, drawing):
+def test_thousands_of_new_categories_stop_at_the_limit(tmp_path, drawing):
     names = [f"label {n:04d}" for n in range(2000)]
-    with limited_backend(model_server, tmp_path, 50) as backend:
+    with limited_backend(tmp_path, 50) as backend:
         answers = [backend.post("/save-image/", json={"image": drawing, "category": name}) for name in names]
         root = store_of(backend)
     statuses = [a.status_code for a in answers]
@@ -260,8 +261,8 @@ def test_thousands_of_new_categories_stop_at_the_limit(model_server, tmp_path, d
     assert all(len(list(folder.iterdir())) == 1 for folder in folders)
 
 
-def test_parallel_new_categories_do_not_overshoot_the_limit(model_server, tmp_path, drawing):
-    with limited_backend(model_server, tmp_path, 20) as backend:
+def test_parallel_new_categories_do_not_overshoot_the_limit(tmp_path, drawing):
+    with limited_backend(tmp_path, 20) as backend:
 
         def save(n):
             return backend.post("/save-image/", json={"image": drawing, "category": f"parallel {n}"}).status_code

@@ -1,4 +1,6 @@
-"""Schemathesis against the backend's and the viewer's own OpenAPI schemas: no 5xx, clear 4xx, a clean store."""
+"""Schemathesis against the backend's and the viewer's own OpenAPI schemas: no 5xx, clear 4xx, a clean store.
+
+The backend talks to the fake model client, which refuses what the served model refuses."""
 
 import base64
 import io
@@ -31,8 +33,7 @@ from doodle.drawings import TEMP_PREFIX
 from doodle.imaging import encode_bitmap
 from doodle.pipeline import store
 from doodle.pipeline.store import Status
-
-pytestmark = pytest.mark.e2e
+from tests.utils.fakes import FakeModelClient
 
 EXAMPLES_PER_OPERATION = 50
 FUZZ = settings(
@@ -140,13 +141,13 @@ def assert_clear_client_error(response) -> None:
 
 
 @pytest.fixture
-def backend_settings(model_server, tmp_path):
-    return settings_under(tmp_path, mlflow_hosted_model_url=model_server)
+def backend_settings(tmp_path):
+    return settings_under(tmp_path)
 
 
 @pytest.fixture
 def backend_app(backend_settings):
-    return create_app(backend_settings)
+    return create_app(backend_settings, model_client=FakeModelClient())
 
 
 @BACKEND.parametrize()
@@ -197,6 +198,7 @@ def viewer_app(viewer_settings, runs_engine):
     return create_dashboard_app(viewer_settings)
 
 
+@pytest.mark.integration  # the viewer reads a SQLite run store
 @VIEWER.parametrize()
 @FUZZ
 def test_viewer_answers_generated_requests_without_5xx_and_changes_nothing(

@@ -16,3 +16,11 @@ def png_b64(array: np.ndarray, mode: str = "L") -> str:
     stream = io.BytesIO()
     Image.fromarray(array, mode=mode).save(stream, format="PNG")
     return base64.b64encode(stream.getvalue()).decode()
+
+
+def drawing(seed: int = 0) -> np.ndarray:
+    """A 28x28 bitmap, white on black, holding one bar placed by `seed`: up to 200 distinct drawings."""
+    bitmap = np.zeros((28, 28), np.uint8)
+    row, start = 4 + seed % 20, 4 + seed // 20 % 10
+    bitmap[row : row + 2, start : start + 12] = 255
+    return bitmap
