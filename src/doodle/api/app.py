@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from doodle.api.batching import PredictionBatcher
 from doodle.api.errors import add_error_handlers
 from doodle.api.metrics import ApiMetrics
-from doodle.api.middleware import ErrorCountingMiddleware
+from doodle.api.middleware import BodyLimitMiddleware, ErrorCountingMiddleware
 from doodle.api.model_client import ModelClient, Predictor
 from doodle.api.routes import drawings, health, predict
 from doodle.config import Settings, get_settings
@@ -45,15 +45,14 @@ def create_app(settings: Settings, model_client: Predictor | None = None) -> Fas
         await client.aclose()
         logger.info("backend stopped")
 
-    app = FastAPI(
-        title="doodle backend", lifespan=lifespan, debug=False, max_body_size=settings.max_request_bytes
-    )  # 413 above it
+    app = FastAPI(title="doodle backend", lifespan=lifespan, debug=False)
     app.state.settings = settings
     app.state.metrics = metrics
     add_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(drawings.router)
     app.include_router(health.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(ErrorCountingMiddleware, metrics=metrics)
     app.add_middleware(
         CORSMiddleware,

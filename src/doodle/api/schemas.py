@@ -58,9 +58,4 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         503: "the model server or the storage is unavailable",
         507: "the storage is full",
     }
-    responses: dict[int | str, dict[str, Any]] = {
-        status: {"model": ErrorPublic, "description": reasons[status]} for status in statuses
-    }
-    if 413 in responses:  # answered by the framework's body limit, as plain text
-        responses[413] = {"description": reasons[413], "content": {"text/plain": {"schema": {"type": "string"}}}}
-    return responses
+    return {status: {"model": ErrorPublic, "description": reasons[status]} for status in statuses}
