@@ -26,7 +26,10 @@ class ApiMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.errors = Counter("api_errors", "Requests answered with an error", ["endpoint"], registry=registry)
+        # status is the exact code (400, 413, 503, ...): the app answers a dozen at most, and alerts pick 5xx.
+        self.errors = Counter(
+            "api_errors", "Requests answered with an error", ["endpoint", "status"], registry=registry
+        )
         self.predictions = Counter(
             "doodle_predictions", "Images classified, by top label", ["category"], registry=registry
         )

@@ -8,7 +8,7 @@ from doodle.api.metrics import ApiMetrics
 
 
 class ErrorCountingMiddleware:
-    """Counts every answer with status >= 400 in api_errors_total{endpoint}."""
+    """Counts every answer with status >= 400 in api_errors_total{endpoint, status}."""
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
@@ -21,19 +21,19 @@ class ErrorCountingMiddleware:
 
         async def send_and_count(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] >= 400:
-                self._count(scope)
+                self._count(scope, message["status"])
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_count)
         except Exception:
-            self._count(scope)  # answered 500 by the last-resort handler
+            self._count(scope, 500)  # answered by the last-resort handler
             raise
 
-    def _count(self, scope: Scope) -> None:
+    def _count(self, scope: Scope, status: int) -> None:
         route = scope.get("route")
         endpoint = route.path.rstrip("/") or "/" if route is not None else "unmatched"
-        self.metrics.errors.labels(endpoint=endpoint).inc()
+        self.metrics.errors.labels(endpoint=endpoint, status=str(status)).inc()
 
 
 class BodyLimitMiddleware:
