@@ -1,6 +1,9 @@
+import errno
 from concurrent.futures import ThreadPoolExecutor
 
-from doodle.drawings import list_drawings, save_drawing
+import pytest
+
+from doodle.drawings import StorageError, StorageFullError, list_drawings, save_drawing
 
 
 def test_save_drawing_writes_png_atomically(tmp_path):
@@ -15,6 +18,17 @@ def test_save_drawing_concurrent_saves_never_collide(tmp_path):
         paths = list(pool.map(lambda i: save_drawing(tmp_path, "dog", bytes([i % 256]) * 10), range(200)))
     assert len(set(paths)) == 200
     assert len(list_drawings(tmp_path)["dog"]) == 200
+
+
+@pytest.mark.parametrize(("code", "error"), [(errno.ENOSPC, StorageFullError), (errno.EIO, StorageError)])
+def test_save_drawing_that_fails_keeps_nothing(tmp_path, monkeypatch, code, error):
+    def failing_rename(source, target):
+        raise OSError(code, "refused")
+
+    monkeypatch.setattr("doodle.files.os.replace", failing_rename)
+    with pytest.raises(error, match="the drawing was not saved"):
+        save_drawing(tmp_path, "cat", b"png-bytes")
+    assert list((tmp_path / "cat").iterdir()) == []
 
 
 def test_list_drawings_skips_temp_files(tmp_path):

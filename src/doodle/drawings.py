@@ -1,6 +1,5 @@
 """Labelled drawings on disk: IMG_DATA_LOCATION/<category>/<utc-timestamp>_<uuid>.png."""
 
-import contextlib
 import errno
 import fcntl
 import logging
@@ -11,9 +10,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from doodle.files import TEMP_PREFIX, write_atomic
+
 logger = logging.getLogger(__name__)
 
-TEMP_PREFIX = "."
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
@@ -38,26 +38,14 @@ def drawing_name() -> str:
 def save_drawing(root: Path, category: str, png: bytes) -> Path:
     """Write `png` atomically under root/category; `category` must already be normalised.
 
-    The bytes go to a hidden temp file that is fsynced and renamed, so readers
-    never see a partial PNG and a crash leaves at most a temp file behind.
+    Readers never see a partial PNG (see `doodle.files.write_atomic`), and a failed save keeps nothing.
     """
-    folder = Path(root) / category
-    target = folder / drawing_name()
-    temp = folder / f"{TEMP_PREFIX}{target.name}.tmp"
+    target = Path(root) / category / drawing_name()
     try:
-        with store_lock(root, exclusive=False):  # the clean stage cannot remove the folder meanwhile
-            folder.mkdir(parents=True, exist_ok=True)
-            with open(temp, "xb") as handle:
-                handle.write(png)
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.rename(temp, target)  # the temp file keeps the folder non-empty until then
-    except BaseException as error:
-        with contextlib.suppress(OSError):  # e.g. a read-only file system refuses even this
-            temp.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise _storage_error(error, category) from None
-        raise
+        with folder_lock(root, exclusive=False):  # the clean stage cannot remove the folder meanwhile
+            write_atomic(target, png)
+    except OSError as error:
+        raise _storage_error(error, category) from None
     logger.info("drawing saved category=%s file=%s bytes=%d", category, target.name, len(png))
     return target
 
@@ -70,8 +58,8 @@ def _storage_error(error: OSError, category: str) -> StorageError:
 
 
 @contextmanager
-def store_lock(root: Path, exclusive: bool) -> Iterator[None]:
-    """A lock on the store folder: saves share it; creating or removing category folders excludes them."""
+def folder_lock(root: Path, exclusive: bool) -> Iterator[None]:
+    """A lock on the drawings folder: saves share it; creating or removing category folders excludes them."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(root, os.O_RDONLY)
@@ -93,7 +81,7 @@ def make_category_folder(root: Path, category: str, known: Callable[[], set[str]
     if (root / category).is_dir():
         return
     try:
-        with store_lock(root, exclusive=True):
+        with folder_lock(root, exclusive=True):
             categories = known() | {p.name for p in root.iterdir() if p.is_dir()}
             if category not in categories and len(categories) >= limit:
                 raise TooManyCategoriesError(
@@ -109,7 +97,7 @@ def list_drawings(root: Path) -> dict[str, list[Path]]:
     root = Path(root)
     if not root.is_dir():
         return {}
-    found = {}
+    found: dict[str, list[Path]] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         pngs = sorted(p for p in folder.glob("*.png") if not p.name.startswith(TEMP_PREFIX))
         if pngs:

@@ -15,8 +15,8 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
+from doodle.files import npy_bytes, write_atomic
 from doodle.imaging import PIXELS
-from doodle.pipeline.ledger import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def _read_header(stream: _Stream, url: str) -> tuple[int, ...]:
 def fetch_category(client: httpx.Client, base_url: str, category: str, out_dir: Path, rows: int) -> Path:
     """Save the first `rows` drawings of `category` as `out_dir/<category>.npy` (fewer if Google has fewer).
 
-    The file appears whole or not at all: it is written to a temp file, then renamed.
+    The file appears whole or not at all (see `doodle.files.write_atomic`).
     """
     url = category_url(base_url, category)
     target = Path(out_dir) / f"{category}.npy"
@@ -94,9 +94,7 @@ def fetch_category(client: httpx.Client, base_url: str, category: str, out_dir: 
         raise FetchError(f"{category}: cannot download {url}: {error}") from None
     if len(body) < wanted * PIXELS:
         raise FetchError(f"{category}: the download stopped after {len(body):,} of {wanted * PIXELS:,} bytes")
-    npy = io.BytesIO()
-    np.save(npy, np.frombuffer(body, dtype=np.uint8).reshape(wanted, PIXELS), allow_pickle=False)
-    write_atomic(target, npy.getvalue())
+    write_atomic(target, npy_bytes(np.frombuffer(body, dtype=np.uint8).reshape(wanted, PIXELS)))
     logger.info("fetched category=%s rows=%d url=%s", category, wanted, url)
     return target
 

@@ -14,16 +14,20 @@ A SIGKILL at any point therefore loses no drawing and counts none twice.
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
+
+from doodle.files import TEMP_PREFIX, TEMP_SUFFIX, npy_bytes, write_atomic
 
 logger = logging.getLogger(__name__)
 
 LEDGER = "ledger.json"
 KINDS = ("old", "new")
+
+Rows = npt.NDArray[np.uint8]  # (n, 784), one drawing per row
 
 
 @dataclass
@@ -32,16 +36,11 @@ class Ledger:
     new: dict[str, int] = field(default_factory=dict)
     consumed: list[str] = field(default_factory=list)  # PNG paths relative to IMG_DATA_LOCATION
 
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    def counts(self, kind: str) -> dict[str, int]:
+        """Committed rows per category in npy/<kind>/."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
+        return self.old if kind == "old" else self.new
 
 
 def npy_path(data_dir: Path, kind: str, category: str) -> Path:
@@ -59,26 +58,18 @@ def commit(data_dir: Path, ledger: Ledger) -> None:
     write_atomic(Path(data_dir) / LEDGER, json.dumps(asdict(ledger), indent=1, sort_keys=True).encode())
 
 
-def read_rows(data_dir: Path, kind: str, category: str, rows: int) -> np.ndarray:
+def read_rows(data_dir: Path, kind: str, category: str, rows: int) -> Rows:
     """The first `rows` committed rows of one file, uint8 (rows, 784)."""
     path = npy_path(data_dir, kind, category)
     if rows == 0 or not path.exists():
         return np.zeros((0, 784), np.uint8)
-    return np.load(path, mmap_mode="r")[:rows].copy()
+    return np.array(np.load(path, mmap_mode="r")[:rows], dtype=np.uint8)
 
 
-def write_rows(data_dir: Path, kind: str, category: str, images: np.ndarray) -> None:
+def write_rows(data_dir: Path, kind: str, category: str, images: npt.ArrayLike) -> None:
     """Atomically replace one file with `images` (uint8 (n, 784))."""
-    buffer = _npy_bytes(np.ascontiguousarray(images, dtype=np.uint8).reshape(-1, 784))
-    write_atomic(npy_path(data_dir, kind, category), buffer)
-
-
-def _npy_bytes(images: np.ndarray) -> bytes:
-    import io
-
-    stream = io.BytesIO()
-    np.save(stream, images, allow_pickle=False)
-    return stream.getvalue()
+    rows = np.ascontiguousarray(images, dtype=np.uint8).reshape(-1, 784)
+    write_atomic(npy_path(data_dir, kind, category), npy_bytes(rows))
 
 
 def recover(data_dir: Path, img_root: Path) -> Ledger:
@@ -86,7 +77,7 @@ def recover(data_dir: Path, img_root: Path) -> Ledger:
     data_dir = Path(data_dir)
     ledger = load_ledger(data_dir)
     for kind in KINDS:
-        counts = getattr(ledger, kind)
+        counts = ledger.counts(kind)
         folder = data_dir / "npy" / kind
         for path in sorted(folder.glob("*.npy")) if folder.exists() else []:
             committed = counts.get(path.stem, 0)
@@ -94,7 +85,7 @@ def recover(data_dir: Path, img_root: Path) -> Ledger:
             if rows != committed:
                 logger.warning("truncating uncommitted rows file=%s rows=%d committed=%d", path, rows, committed)
                 write_rows(data_dir, kind, path.stem, read_rows(data_dir, kind, path.stem, committed))
-        for temp in folder.glob(".*.tmp") if folder.exists() else []:
+        for temp in folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}") if folder.exists() else []:
             temp.unlink()
     if ledger.consumed:
         for relative in ledger.consumed:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from doodle.config import Settings, get_settings
+from doodle.files import write_atomic
 from doodle.log import configure_logging
-from doodle.pipeline.ledger import write_atomic
 from doodle.pipeline.store import stage_number
 
 logger = logging.getLogger(__name__)

@@ -3,18 +3,18 @@
 import logging
 from pathlib import Path
 
-from doodle.drawings import store_lock
+from doodle.drawings import folder_lock
 from doodle.pipeline.runner import StageContext, stage_main
 
 logger = logging.getLogger(__name__)
 
 
 def remove_empty_folders(root: Path) -> list[str]:
-    """Remove empty category folders, holding the store lock so no save is writing into one meanwhile."""
+    """Remove empty category folders, holding the folder lock so no save is writing into one meanwhile."""
     if not Path(root).is_dir():
         return []
     removed = []
-    with store_lock(root, exclusive=True):
+    with folder_lock(root, exclusive=True):
         for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
             if not any(folder.iterdir()):
                 folder.rmdir()
