@@ -34,4 +34,4 @@ fi
 
 echo "installing Debian packages for the tests: ${missing[*]}" >&2
 "${sudo[@]}" apt-get update -qq
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive "${install[@]}" -qq
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive "${install[@]}" -qq >/dev/null  # dpkg lists every file
