@@ -26,7 +26,7 @@ from doodle.imaging import normalize_drawing, to_png
 from doodle.model.data import load_dataset
 from doodle.model.registry import alias_version, configure_mlflow, log_and_register, set_alias
 from doodle.model.train import TrainConfig, train
-from doodle.pipeline import store
+from doodle.pipeline import runs
 from doodle.pipeline.orchestrator import run_pipeline
 
 QUICKDRAW = Path(__file__).resolve().parents[1].parent / "shared" / "quickdraw"
@@ -71,7 +71,7 @@ def main() -> None:
     total = args.per_class * len(NEW_CATEGORIES)
 
     started = time.perf_counter()
-    code = run_pipeline(settings, store.connect(settings.database_url))
+    code = run_pipeline(settings, runs.connect(settings.database_url))
     seconds = time.perf_counter() - started
     promoted = alias_version(settings.model_name, settings.model_alias) == "2"
 

@@ -13,7 +13,7 @@ from doodle import stack
 from doodle.api.app import create_app
 from doodle.config import Settings, settings_under
 from doodle.model.data import load_dataset
-from doodle.pipeline import store
+from doodle.pipeline import runs
 from tests.utils.db import POSTGRES_URL
 from tests.utils.fakes import FakeModelClient
 from tests.utils.network import free_port
@@ -118,7 +118,7 @@ def sqlite_url(tmp_path) -> str:
 @pytest.fixture
 def postgresql_url():
     """A fresh schema in the real PostgreSQL; unreachable fails in CI and skips elsewhere."""
-    admin = store.connect(POSTGRES_URL)
+    admin = runs.connect(POSTGRES_URL)
     try:
         with admin.connect():
             pass

@@ -156,39 +156,43 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline_run(args: argparse.Namespace) -> int:
-    from doodle.pipeline import store
-    from doodle.pipeline.orchestrator import PipelineBusyError, RunStoreUnavailableError, run_pipeline
+    from doodle.pipeline import runs
+    from doodle.pipeline.orchestrator import PipelineBusyError, run_pipeline
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_dir / "pipeline.log")
     try:
-        return run_pipeline(settings, store.connect(settings.database_url))
+        return run_pipeline(settings, runs.connect(settings.database_url))
     except PipelineBusyError as error:
         print(f"refused: {error}", file=sys.stderr)  # noqa: T201
         return 2
-    except RunStoreUnavailableError as error:
-        print(f"failed: {error}", file=sys.stderr)  # noqa: T201
+    except runs.RunStoreUnavailableError as error:
+        print(f"failed: {error}; the run stopped: {error.detail}", file=sys.stderr)  # noqa: T201
         return 1
 
 
 def cmd_pipeline_status(args: argparse.Namespace) -> int:
-    from doodle.pipeline import store
+    from doodle.pipeline import runs
+    from doodle.pipeline.stages import STAGES
 
-    engine = store.connect(get_settings().database_url)
-    store.init_db(engine)
-    for run in store.list_runs(engine, limit=args.limit):
-        stages = " ".join(f"{name}={run[f'stage_{n}_status']}" for n, name in enumerate(store.STAGES, start=1))
-        print(f"run {run['run_id']:>4}  {run['start_time']:%Y-%m-%d %H:%M:%S}  {stages}  {run['message'] or ''}")  # noqa: T201
+    try:
+        recent = runs.list_runs(runs.connect(get_settings().database_url), limit=args.limit)
+    except runs.RunStoreUnavailableError as error:
+        print(f"failed: {error}: {error.detail}", file=sys.stderr)  # noqa: T201
+        return 1
+    for run in recent:
+        stages = " ".join(f"{stage}={run.status(stage)}" for stage in STAGES)
+        print(f"run {run.run_id:>4}  {run.start_time:%Y-%m-%d %H:%M:%S}  {stages}  {run.message or ''}")  # noqa: T201
     return 0
 
 
 def cmd_pipeline_watch(args: argparse.Namespace) -> int:
-    from doodle.pipeline import store
+    from doodle.pipeline import runs
     from doodle.pipeline.orchestrator import watch
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_dir / "pipeline.log")
-    watch(settings, store.connect(settings.database_url), args.interval)
+    watch(settings, runs.connect(settings.database_url), args.interval)
     return 0
 
 

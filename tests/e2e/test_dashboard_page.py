@@ -12,8 +12,8 @@ from sqlalchemy.engine import make_url
 
 from doodle import stack
 from doodle.config import Settings, settings_env, settings_under
-from doodle.pipeline import store
-from doodle.pipeline.store import STAGES, Status
+from doodle.pipeline import runs
+from doodle.pipeline.stages import STAGES, Status, stage_number
 from tests.utils.db import POSTGRES_URL
 from tests.utils.network import free_port
 
@@ -47,8 +47,8 @@ def stage_cell(run_id: int, stage: str, status: str) -> str:
 
 def complete(engine: Engine, run_id: int, stages) -> None:
     for stage in stages:
-        store.update_stage(engine, run_id, stage, Status.RUNNING)
-        store.update_stage(engine, run_id, stage, Status.COMPLETE)
+        runs.update_stage(engine, run_id, stage, Status.RUNNING)
+        runs.update_stage(engine, run_id, stage, Status.COMPLETE)
 
 
 def backdate(engine: Engine, run_id: int, start: datetime, seconds: dict[str, float | None]) -> None:
@@ -56,45 +56,45 @@ def backdate(engine: Engine, run_id: int, start: datetime, seconds: dict[str, fl
     values: dict = {"start_time": start}
     at = start + timedelta(seconds=1.5)
     for stage, took in seconds.items():
-        n = store.stage_number(stage)
+        n = stage_number(stage)
         values[f"stage_{n}_start"] = at
         if took is not None:
             at += timedelta(seconds=took)
             values[f"stage_{n}_end"] = at
     with engine.begin() as connection:
-        connection.execute(update(store.pipeline_runs).where(store.pipeline_runs.c.run_id == run_id).values(**values))
+        connection.execute(update(runs.pipeline_runs).where(runs.pipeline_runs.c.run_id == run_id).values(**values))
 
 
 def seed_history(engine: Engine) -> dict[str, int]:
     """Four runs as a real week looks: a success, a skip, a failure and one in progress."""
     now = datetime.now(UTC)
     took = {"scan": 0.4, "merge": 1.3, "convert": 4.8, "version": 7.2, "retrain": 151.6, "register": 3.1, "clean": 0.6}
-    runs = {name: store.create_run(engine) for name in ("success", "skipped", "failed", "running")}
+    ids = {name: runs.create_run(engine) for name in ("success", "skipped", "failed", "running")}
 
-    complete(engine, runs["success"], STAGES)
-    backdate(engine, runs["success"], now - timedelta(days=2, hours=3), took)
+    complete(engine, ids["success"], STAGES)
+    backdate(engine, ids["success"], now - timedelta(days=2, hours=3), took)
 
-    complete(engine, runs["skipped"], ["scan"])
-    store.set_not_triggered(engine, runs["skipped"])
-    store.update_stage(engine, runs["skipped"], "scan", Status.COMPLETE, "4 new drawings, fewer than MIN_NEW_IMAGES=10")
-    backdate(engine, runs["skipped"], now - timedelta(days=1, hours=5), {"scan": 0.3})
+    complete(engine, ids["skipped"], ["scan"])
+    runs.set_not_triggered(engine, ids["skipped"])
+    runs.update_stage(engine, ids["skipped"], "scan", Status.COMPLETE, "4 new drawings, fewer than MIN_NEW_IMAGES=10")
+    backdate(engine, ids["skipped"], now - timedelta(days=1, hours=5), {"scan": 0.3})
 
-    complete(engine, runs["failed"], STAGES[:4])
-    store.update_stage(engine, runs["failed"], "retrain", Status.RUNNING)
-    store.update_stage(engine, runs["failed"], "retrain", Status.FAILED)
-    store.mark_from(engine, runs["failed"], "retrain", Status.FAILED, "retrain: replay data missing for 3 old classes")
-    backdate(engine, runs["failed"], now - timedelta(hours=6), {**{s: took[s] for s in STAGES[:4]}, "retrain": 12.3})
+    complete(engine, ids["failed"], STAGES[:4])
+    runs.update_stage(engine, ids["failed"], "retrain", Status.RUNNING)
+    runs.update_stage(engine, ids["failed"], "retrain", Status.FAILED)
+    runs.mark_from(engine, ids["failed"], "retrain", Status.FAILED, "retrain: replay data missing for 3 old classes")
+    backdate(engine, ids["failed"], now - timedelta(hours=6), {**{s: took[s] for s in STAGES[:4]}, "retrain": 12.3})
 
-    complete(engine, runs["running"], STAGES[:4])
-    store.update_stage(engine, runs["running"], "retrain", Status.RUNNING)
+    complete(engine, ids["running"], STAGES[:4])
+    runs.update_stage(engine, ids["running"], "retrain", Status.RUNNING)
     backdate(
-        engine, runs["running"], now - timedelta(seconds=110), {**{s: took[s] for s in STAGES[:4]}, "retrain": None}
+        engine, ids["running"], now - timedelta(seconds=110), {**{s: took[s] for s in STAGES[:4]}, "retrain": None}
     )
-    return runs
+    return ids
 
 
 def test_viewer_page_follows_the_run_store_without_reload(page, postgresql_url, tmp_path):
-    engine = store.connect(postgresql_url)
+    engine = runs.connect(postgresql_url)
     with running_viewer(settings_under(tmp_path, database_url=postgresql_url)) as url:
         page.goto(url)
         page.wait_for_selector("#empty:not([hidden])", timeout=POLL_WAIT_MS)
@@ -102,18 +102,18 @@ def test_viewer_page_follows_the_run_store_without_reload(page, postgresql_url, 
         assert page.inner_text("#updated").startswith("updated ")
         page.evaluate("window.__loaded = true")  # gone if the page reloads
 
-        store.init_db(engine)
-        run_id = store.create_run(engine)
+        runs.init_db(engine)
+        run_id = runs.create_run(engine)
         page.wait_for_selector(stage_cell(run_id, "scan", "waiting"), timeout=POLL_WAIT_MS)
         assert page.is_hidden("#empty")
 
         complete(engine, run_id, STAGES[:4])
-        store.update_stage(engine, run_id, "retrain", Status.RUNNING)
+        runs.update_stage(engine, run_id, "retrain", Status.RUNNING)
         running = page.wait_for_selector(stage_cell(run_id, "retrain", "running"), timeout=POLL_WAIT_MS)
         assert re.fullmatch(r"retrain: running for \d+ s", running.get_attribute("title"))
         assert page.locator(stage_cell(run_id, "version", "complete")).count() == 1
 
-        store.update_stage(engine, run_id, "retrain", Status.COMPLETE)
+        runs.update_stage(engine, run_id, "retrain", Status.COMPLETE)
         done = page.wait_for_selector(stage_cell(run_id, "retrain", "complete"), timeout=POLL_WAIT_MS)
         done.hover()
         assert re.fullmatch(r"retrain: \d+\.\d s", done.get_attribute("title"))
@@ -123,34 +123,34 @@ def test_viewer_page_follows_the_run_store_without_reload(page, postgresql_url, 
 
 
 def test_viewer_page_shows_every_status_and_message(page, postgresql_url, tmp_path, screenshots):
-    engine = store.connect(postgresql_url)
-    store.init_db(engine)
-    runs = seed_history(engine)
+    engine = runs.connect(postgresql_url)
+    runs.init_db(engine)
+    ids = seed_history(engine)
     with running_viewer(settings_under(tmp_path, database_url=postgresql_url)) as url:
         page.goto(url)
-        page.wait_for_selector(stage_cell(runs["running"], "retrain", "running"), timeout=POLL_WAIT_MS)
+        page.wait_for_selector(stage_cell(ids["running"], "retrain", "running"), timeout=POLL_WAIT_MS)
 
         order = page.eval_on_selector_all("tr[data-run-id]", "rows => rows.map(r => Number(r.dataset.runId))")
-        assert order == sorted(runs.values(), reverse=True)
-        assert page.locator(stage_cell(runs["success"], "clean", "complete")).count() == 1
-        assert page.locator(f'tr[data-run-id="{runs["skipped"]}"] td[data-status="not_triggered"]').count() == 6
-        assert page.locator(f'tr[data-run-id="{runs["failed"]}"] td[data-status="failed"]').count() == 3
-        assert page.locator(f'tr[data-run-id="{runs["running"]}"] td[data-status="waiting"]').count() == 2
+        assert order == sorted(ids.values(), reverse=True)
+        assert page.locator(stage_cell(ids["success"], "clean", "complete")).count() == 1
+        assert page.locator(f'tr[data-run-id="{ids["skipped"]}"] td[data-status="not_triggered"]').count() == 6
+        assert page.locator(f'tr[data-run-id="{ids["failed"]}"] td[data-status="failed"]').count() == 3
+        assert page.locator(f'tr[data-run-id="{ids["running"]}"] td[data-status="waiting"]').count() == 2
 
         titles = {
-            "success": page.get_attribute(stage_cell(runs["success"], "retrain", "complete"), "title"),
-            "failed": page.get_attribute(stage_cell(runs["failed"], "retrain", "failed"), "title"),
-            "running": page.get_attribute(stage_cell(runs["running"], "retrain", "running"), "title"),
-            "scan": page.get_attribute(stage_cell(runs["success"], "scan", "complete"), "title"),
+            "success": page.get_attribute(stage_cell(ids["success"], "retrain", "complete"), "title"),
+            "failed": page.get_attribute(stage_cell(ids["failed"], "retrain", "failed"), "title"),
+            "running": page.get_attribute(stage_cell(ids["running"], "retrain", "running"), "title"),
+            "scan": page.get_attribute(stage_cell(ids["success"], "scan", "complete"), "title"),
         }
         assert titles["success"] == "retrain: 2 min 31 s"
         assert titles["failed"] == "retrain: failed after 12.3 s"
         assert re.fullmatch(r"retrain: running for 1 min \d+ s", titles["running"])
         assert titles["scan"] == "scan: 0.4 s"
 
-        message = page.locator(f'tbody:has(tr[data-run-id="{runs["failed"]}"]) tr.message')
+        message = page.locator(f'tbody:has(tr[data-run-id="{ids["failed"]}"]) tr.message')
         assert message.is_visible() and message.inner_text() == "retrain: replay data missing for 3 old classes"
-        assert page.get_attribute(f'tr[data-run-id="{runs["failed"]}"]', "title") == message.inner_text()
+        assert page.get_attribute(f'tr[data-run-id="{ids["failed"]}"]', "title") == message.inner_text()
 
         colours = page.eval_on_selector_all(
             "td[data-status]",
@@ -171,7 +171,7 @@ def test_viewer_page_shows_every_status_and_message(page, postgresql_url, tmp_pa
 def test_viewer_page_shows_store_errors_until_the_store_answers(page, postgresql_url, tmp_path):
     database = f"doodle_viewer_{uuid.uuid4().hex[:8]}"  # does not exist yet: every read fails
     database_url = make_url(POSTGRES_URL).set(database=database).render_as_string(hide_password=False)
-    admin = store.connect(POSTGRES_URL)
+    admin = runs.connect(POSTGRES_URL)
     try:
         with running_viewer(settings_under(tmp_path, database_url=database_url), ready_path="/") as url:
             page.goto(url)

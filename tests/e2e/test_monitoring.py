@@ -19,8 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from doodle import stack
 from doodle.config import Settings, settings_env, settings_under
-from doodle.pipeline import store
+from doodle.pipeline import runs
 from doodle.pipeline.orchestrator import run_pipeline
+from doodle.pipeline.stages import STAGES
 from tests.utils.deploy import (
     Query,
     alert_queries,
@@ -92,14 +93,14 @@ def send_traffic(http: httpx.Client, images: np.ndarray) -> None:
 
 
 def run_one_pipeline(settings: Settings) -> None:
-    engine = store.connect(settings.database_url)
+    engine = runs.connect(settings.database_url)
     try:
         code = run_pipeline(settings, engine, report=lambda line: None)
-        (run,) = store.list_runs(engine)
+        (run,) = runs.list_runs(engine)
     finally:
         engine.dispose()
-    statuses = [run[f"stage_{n}_status"] for n in range(1, 8)]
-    assert code == 0 and statuses == ["complete"] * 7, f"{statuses} {run['message']} (logs: {settings.log_dir})"
+    statuses = [run.status(stage) for stage in STAGES]
+    assert code == 0 and statuses == ["complete"] * 7, f"{statuses} {run.message} (logs: {settings.log_dir})"
 
 
 @pytest.fixture(scope="module")

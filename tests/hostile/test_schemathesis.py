@@ -31,8 +31,8 @@ from doodle.config import settings_under
 from doodle.dashboard.app import create_dashboard_app
 from doodle.drawings import TEMP_PREFIX
 from doodle.imaging import encode_bitmap
-from doodle.pipeline import store
-from doodle.pipeline.store import Status
+from doodle.pipeline import runs
+from doodle.pipeline.stages import Status
 from tests.utils.fakes import FakeModelClient
 
 EXAMPLES_PER_OPERATION = 50
@@ -178,19 +178,19 @@ def viewer_settings(tmp_path):
 @pytest.fixture
 def runs_engine(viewer_settings):
     """A run store with a finished, a failed and a running run."""
-    engine = store.connect(viewer_settings.database_url)
-    store.init_db(engine)
-    done, failed, running = (store.create_run(engine) for _ in range(3))
-    store.mark_from(engine, done, "scan", Status.COMPLETE)
-    store.mark_from(engine, failed, "retrain", Status.FAILED, "retrain: out of memory")
-    store.update_stage(engine, running, "scan", Status.RUNNING)
+    engine = runs.connect(viewer_settings.database_url)
+    runs.init_db(engine)
+    done, failed, running = (runs.create_run(engine) for _ in range(3))
+    runs.mark_from(engine, done, "scan", Status.COMPLETE)
+    runs.mark_from(engine, failed, "retrain", Status.FAILED, "retrain: out of memory")
+    runs.update_stage(engine, running, "scan", Status.RUNNING)
     yield engine
     engine.dispose()
 
 
 def all_runs(engine) -> list[tuple]:
     with engine.connect() as connection:
-        return [tuple(row) for row in connection.execute(select(store.pipeline_runs))]
+        return [tuple(row) for row in connection.execute(select(runs.pipeline_runs))]
 
 
 @pytest.fixture

@@ -2,12 +2,12 @@
 
 import pytest
 
-from doodle.pipeline import store
+from doodle.pipeline import runs
 
 
 @pytest.fixture
 def engine(database_url):
-    engine = store.connect(database_url)
-    store.init_db(engine)
+    engine = runs.connect(database_url)
+    runs.init_db(engine)
     yield engine
     engine.dispose()

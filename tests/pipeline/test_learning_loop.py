@@ -14,7 +14,8 @@ from doodle.config import settings_env, settings_under
 from doodle.model.data import load_dataset
 from doodle.model.registry import alias_version, configure_mlflow, log_and_register, set_alias
 from doodle.model.train import TrainConfig, train
-from doodle.pipeline import store
+from doodle.pipeline import runs
+from doodle.pipeline.stages import STAGES
 from tests.utils.images import b64
 
 pytestmark = pytest.mark.e2e
@@ -56,8 +57,8 @@ def test_pipeline_learns_new_categories_without_forgetting(tmp_path, quickdraw_d
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    (run,) = store.list_runs(store.connect(settings.database_url))
-    assert [run[f"stage_{n}_status"] for n in range(1, 8)] == ["complete"] * 7
+    (run,) = runs.list_runs(runs.connect(settings.database_url))
+    assert [run.status(stage) for stage in STAGES] == ["complete"] * 7
     assert alias_version(settings.model_name, settings.model_alias) == "2"
 
     candidate = mlflow.pyfunc.load_model(f"models:/{settings.model_name}@{settings.model_alias}")

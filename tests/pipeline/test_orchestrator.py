@@ -9,36 +9,37 @@ import time
 import pytest
 
 from doodle.config import settings_env, settings_under
-from doodle.pipeline import store
+from doodle.pipeline import runs
 from doodle.pipeline.orchestrator import PipelineBusyError, run_lock, run_pipeline
-from tests.utils.drawings import save_drawings, stored_rows
+from doodle.pipeline.stages import STAGES, Status
+from tests.utils.drawings import save_drawings, stored_rows, synthetic_images
 
 pytestmark = pytest.mark.integration
 
 
-def statuses(engine) -> list[str]:
-    run = store.list_runs(engine)[0]
-    return [run[f"stage_{n}_status"] for n in range(1, 8)]
+def statuses(run: runs.Run) -> list[Status]:
+    return [run.status(stage) for stage in STAGES]
 
 
-def test_run_not_triggered_when_too_few_drawings(tmp_path, database_url, quickdraw_test):
+def test_run_not_triggered_when_too_few_drawings(tmp_path, database_url):
     settings = settings_under(tmp_path, database_url=database_url, min_new_images=5)
-    save_drawings(settings.img_data_location, quickdraw_test.images[:2], "cat")
-    engine = store.connect(database_url)
+    save_drawings(settings.img_data_location, synthetic_images(2), "cat")
+    engine = runs.connect(database_url)
     assert run_pipeline(settings, engine, report=lambda line: None) == 0
-    assert statuses(engine) == ["complete"] + ["not_triggered"] * 6
-    assert "fewer than MIN_NEW_IMAGES=5" in store.list_runs(engine)[0]["message"]
+    (run,) = runs.list_runs(engine)
+    assert statuses(run) == ["complete"] + ["not_triggered"] * 6
+    assert "fewer than MIN_NEW_IMAGES=5" in run.message
 
 
-def test_failed_stage_fails_the_rest_and_halts(tmp_path, database_url, quickdraw_test):
+def test_failed_stage_fails_the_rest_and_halts(tmp_path, database_url):
     # No model is registered in this fresh MLflow store, so retrain (stage 5) must fail.
     settings = settings_under(tmp_path, database_url=database_url, min_new_images=1)
-    save_drawings(settings.img_data_location, quickdraw_test.images[:3], "cat")
-    engine = store.connect(database_url)
+    save_drawings(settings.img_data_location, synthetic_images(3), "cat")
+    engine = runs.connect(database_url)
     assert run_pipeline(settings, engine, report=lambda line: None) == 1
-    assert statuses(engine) == ["complete"] * 4 + ["failed"] * 3
-    run = store.list_runs(engine)[0]
-    assert run["message"].startswith("retrain:") and run["stage_5_end"] is not None
+    (run,) = runs.list_runs(engine)
+    assert statuses(run) == ["complete"] * 4 + ["failed"] * 3
+    assert run.message.startswith("retrain:") and run.ended("retrain") is not None
     assert (settings.log_dir / "stage5.log").read_text().count("Traceback") >= 1
     assert len(stored_rows(settings.data_dir)) == 3
 
@@ -47,14 +48,14 @@ def test_second_run_is_refused_while_one_is_active(tmp_path):
     settings = settings_under(tmp_path)
     with run_lock(settings.pipeline_dir):
         with pytest.raises(PipelineBusyError, match="another pipeline run is active"):
-            run_pipeline(settings, store.connect(settings.database_url))
+            run_pipeline(settings, runs.connect(settings.database_url))
 
 
-def test_killed_run_does_not_block_the_next(tmp_path, quickdraw_test):
+def test_killed_run_does_not_block_the_next(tmp_path):
     settings = settings_under(tmp_path, min_new_images=1)
-    expected = save_drawings(settings.img_data_location, quickdraw_test.images[:20], "cat")
-    engine = store.connect(settings.database_url)
-    store.init_db(engine)
+    expected = save_drawings(settings.img_data_location, synthetic_images(20), "cat")
+    engine = runs.connect(settings.database_url)
+    runs.init_db(engine)
     process = subprocess.Popen(
         [sys.executable, "-m", "doodle.cli", "pipeline", "run"],
         env={**os.environ, **settings_env(settings)},
@@ -64,16 +65,16 @@ def test_killed_run_does_not_block_the_next(tmp_path, quickdraw_test):
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        runs = store.list_runs(engine)
-        if runs and runs[0]["stage_3_status"] in ("running", "complete"):
+        recent = runs.list_runs(engine)
+        if recent and recent[0].status("convert") in (Status.RUNNING, Status.COMPLETE):
             break
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
     assert run_pipeline(settings, engine, report=lambda line: None) == 1  # retrain fails: no model here
-    first, second = store.list_runs(engine)[1], store.list_runs(engine)[0]
-    assert "interrupted" in first["message"]
-    assert "running" not in [first[f"stage_{n}_status"] for n in range(1, 8)]
-    assert [second[f"stage_{n}_status"] for n in range(1, 5)] == ["complete"] * 4
+    second, first = runs.list_runs(engine)
+    assert "interrupted" in first.message
+    assert Status.RUNNING not in statuses(first)
+    assert statuses(second)[:4] == ["complete"] * 4
     assert sorted(stored_rows(settings.data_dir)) == sorted(row.tobytes() for row in expected)

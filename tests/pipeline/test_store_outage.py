@@ -11,7 +11,8 @@ from sqlalchemy.engine import make_url
 from doodle.config import settings_env, settings_under
 from doodle.drawings import list_drawings
 from doodle.model.registry import bootstrap, configure_mlflow
-from doodle.pipeline import store
+from doodle.pipeline import runs
+from doodle.pipeline.stages import STAGES, Status
 from tests.utils.drawings import save_drawings, stored_rows
 from tests.utils.tcp_proxy import TcpProxy
 
@@ -28,21 +29,21 @@ def pipeline_run(settings) -> subprocess.Popen:
     )
 
 
-def wait_for_stage(engine, stage_number: int, status: str, timeout_s: float = 300) -> None:
+def wait_for_stage(engine, stage: str, status: Status, timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        runs = store.list_runs(engine)
-        if runs and runs[0][f"stage_{stage_number}_status"] == status:
+        recent = runs.list_runs(engine)
+        if recent and recent[0].status(stage) is status:
             return
         time.sleep(0.05)
-    pytest.fail(f"stage {stage_number} never reached {status}")
+    pytest.fail(f"stage {stage} never reached {status}")
 
 
 def test_pipeline_fails_cleanly_when_the_database_stops_and_the_next_run_succeeds(
     tmp_path, postgresql_url, quickdraw_test
 ):
-    direct = store.connect(postgresql_url)
-    store.init_db(direct)
+    direct = runs.connect(postgresql_url)
+    runs.init_db(direct)
     url = make_url(postgresql_url)
     proxy = TcpProxy((url.host, url.port)).start()
     through_proxy = url.set(port=proxy.port).render_as_string(hide_password=False)
@@ -56,7 +57,7 @@ def test_pipeline_fails_cleanly_when_the_database_stops_and_the_next_run_succeed
 
     first = pipeline_run(settings)
     try:
-        wait_for_stage(direct, 5, "running")  # retrain: drawings are converted, no model made yet
+        wait_for_stage(direct, "retrain", Status.RUNNING)  # retrain: drawings are converted, no model made yet
         proxy.cut()
         _, stderr = first.communicate(timeout=600)
     finally:
@@ -64,18 +65,18 @@ def test_pipeline_fails_cleanly_when_the_database_stops_and_the_next_run_succeed
     assert first.returncode == 1
     assert "run store unavailable" in stderr
     assert "Traceback" not in stderr
-    (run,) = store.list_runs(direct)
-    assert [run[f"stage_{n}_status"] for n in range(1, 6)] == ["complete"] * 4 + ["running"]  # what it could record
+    (run,) = runs.list_runs(direct)
+    assert [run.status(stage) for stage in STAGES[:5]] == ["complete"] * 4 + ["running"]  # what it could record
 
     proxy.start()  # the database is back
     second = pipeline_run(settings)
     stdout, stderr = second.communicate(timeout=900)
     assert second.returncode == 0, stderr[-2000:]
     assert "interrupted run left converted drawings untrained" in stdout
-    interrupted, rerun = store.list_runs(direct)[::-1]
-    assert interrupted["stage_5_status"] == "failed"
-    assert "interrupted during stage retrain" in interrupted["message"]
-    assert [rerun[f"stage_{n}_status"] for n in range(1, 8)] == ["complete"] * 7
+    rerun, interrupted = runs.list_runs(direct)
+    assert interrupted.status("retrain") == "failed"
+    assert "interrupted during stage retrain" in interrupted.message
+    assert [rerun.status(stage) for stage in STAGES] == ["complete"] * 7
     assert sorted(stored_rows(settings.data_dir)) == sorted(row.tobytes() for row in expected)  # each once
     assert list_drawings(settings.img_data_location) == {}
     proxy.cut()

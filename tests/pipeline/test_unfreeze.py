@@ -11,8 +11,9 @@ from doodle.model.finetune import split_backbone
 from doodle.model.net import DoodleNet, NetConfig, load_checkpoint
 from doodle.model.registry import configure_mlflow, log_and_register, set_alias
 from doodle.model.train import TrainConfig, train
-from doodle.pipeline import store
+from doodle.pipeline import runs
 from doodle.pipeline.orchestrator import run_pipeline
+from doodle.pipeline.stages import STAGES
 from tests.utils.drawings import save_drawings
 
 NEW_CATEGORIES = ["apple", "fish"]
@@ -50,10 +51,10 @@ def test_unfreezing_trains_the_last_backbone_layer_only(tmp_path, quickdraw_dir,
         label = quickdraw_test.categories.index(category)
         save_drawings(settings.img_data_location, quickdraw_test.images[quickdraw_test.labels == label][:40], category)
 
-    engine = store.connect(settings.database_url)
+    engine = runs.connect(settings.database_url)
     assert run_pipeline(settings, engine, report=lambda line: None) == 0
-    run = store.list_runs(engine)[0]
-    assert [run[f"stage_{n}_status"] for n in range(1, 8)] == ["complete"] * 7
+    (run,) = runs.list_runs(engine)
+    assert [run.status(stage) for stage in STAGES] == ["complete"] * 7
 
     folder = Path(mlflow.artifacts.download_artifacts(f"models:/{settings.model_name}/2"))
     candidate, categories, _ = load_checkpoint(next((folder / "artifacts").glob("*.pt")))
@@ -73,8 +74,8 @@ def test_unfreezing_without_replay_drawings_fails_with_a_clear_message(tmp_path,
     settings, _ = registered_base(tmp_path, quickdraw_dir, retrain_unfreeze=1)
     settings = settings.model_copy(update={"replay_data_dir": None})
     save_drawings(settings.img_data_location, quickdraw_test.images[:5], "cat")
-    engine = store.connect(settings.database_url)
+    engine = runs.connect(settings.database_url)
     assert run_pipeline(settings, engine, report=lambda line: None) == 1
-    run = store.list_runs(engine)[0]
-    assert run["stage_5_status"] == "failed"
-    assert "RETRAIN_UNFREEZE needs REPLAY_DATA_DIR" in run["message"]
+    (run,) = runs.list_runs(engine)
+    assert run.status("retrain") == "failed"
+    assert "RETRAIN_UNFREEZE needs REPLAY_DATA_DIR" in run.message

@@ -6,7 +6,12 @@ import numpy as np
 
 from doodle.drawings import save_drawing
 from doodle.imaging import normalize_drawing, to_png
-from doodle.pipeline.ledger import load_ledger, read_rows
+from doodle.pipeline.ledger import KINDS, load_ledger, read_rows
+
+
+def synthetic_images(count: int, seed: int = 0) -> np.ndarray:
+    """`count` distinct random bitmaps, uint8 (count, 784) like Quick Draw rows, for tests that need no real data."""
+    return np.random.default_rng(seed).integers(0, 256, size=(count, 784), dtype=np.uint8)
 
 
 def save_drawings(img_root: Path, images: np.ndarray, category: str) -> list[np.ndarray]:
@@ -23,7 +28,7 @@ def stored_rows(data_dir: Path) -> list[bytes]:
     """Every committed row in old/ and new/, as bytes."""
     ledger = load_ledger(data_dir)
     rows = []
-    for kind in ("old", "new"):
-        for category, count in getattr(ledger, kind).items():
+    for kind in KINDS:
+        for category, count in ledger.counts(kind).items():
             rows += [row.tobytes() for row in read_rows(data_dir, kind, category, count)]
     return rows

@@ -2,9 +2,8 @@
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -13,95 +12,21 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from pydantic import create_model
-from sqlalchemy import Engine, inspect, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine
 
 from doodle.config import Settings, get_settings
 from doodle.drawings import list_drawings
 from doodle.log import configure_logging
-from doodle.pipeline import store
-from doodle.pipeline.store import STAGES, Status
+from doodle.pipeline import runs
+from doodle.pipeline.runs import Run, RunPublic, RunStoreUnavailableError
+from doodle.pipeline.stages import STAGES, Status
 from doodle.web import add_last_resort_handler, metrics_response
 
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 DB_CONNECT_TIMEOUT_S = 3  # libpq's connect_timeout, whole seconds: a dead database fails a request fast
-
-
-class RunStoreUnavailableError(RuntimeError):
-    """The run store could not be read; answered 503."""
-
-
-# One row of pipeline_runs as sent to the page; datetimes are UTC ISO strings.
-RunPublic = create_model(
-    "RunPublic",
-    run_id=(int, ...),
-    start_time=(datetime, ...),
-    **{
-        f"stage_{n}_{field}": (str, ...) if field == "status" else (datetime | None, None)
-        for n in range(1, len(STAGES) + 1)
-        for field in ("status", "start", "end")
-    },
-    message=(str | None, None),
-)
-
-
-def connect_store(database_url: str) -> Engine:
-    """store.connect, with a connect timeout on PostgreSQL unless the URL sets one."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
-        url = url.update_query_dict({"connect_timeout": str(DB_CONNECT_TIMEOUT_S)})
-        database_url = url.render_as_string(hide_password=False)
-    return store.connect(database_url)
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back the stored UTC times without a zone.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def read_runs(engine: Engine) -> list[dict]:
-    """Every run, newest first, datetimes in UTC; [] while the pipeline has not created the table yet."""
-    try:
-        if not inspect(engine).has_table(store.pipeline_runs.name):
-            return []
-        runs = store.list_runs(engine)
-    except SQLAlchemyError as error:
-        logger.exception("run store read failed")
-        reason = type(getattr(error, "orig", None) or error).__name__
-        detail = f"run store unavailable: could not read pipeline runs from the database ({reason})"
-        raise RunStoreUnavailableError(detail) from error
-    return [{key: _utc(value) if isinstance(value, datetime) else value for key, value in run.items()} for run in runs]
-
-
-def store_answers(engine: Engine) -> bool:
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except SQLAlchemyError:
-        logger.exception("run store health check failed")
-        return False
-    return True
-
-
-def stage_seconds(run: dict, n: int) -> float | None:
-    """How long stage `n` took, when it has both a start and an end."""
-    start, end = run[f"stage_{n}_start"], run[f"stage_{n}_end"]
-    if start is None or end is None or end < start:
-        return None
-    return (end - start).total_seconds()
-
-
-def last_success_end(runs: list[dict]) -> datetime | None:
-    """End of the newest run whose seven stages all completed."""
-    for run in runs:
-        if all(run[f"stage_{n}_status"] == Status.COMPLETE for n in range(1, len(STAGES) + 1)):
-            ends = [run[f"stage_{n}_end"] for n in range(1, len(STAGES) + 1) if run[f"stage_{n}_end"] is not None]
-            return max(ends, default=run["start_time"])
-    return None
+POLLED_PATHS = frozenset({"/pipeline_runs", "/health", "/metrics"})  # the page and Prometheus ask every few seconds
 
 
 class PipelineCollector(Collector):
@@ -112,46 +37,48 @@ class PipelineCollector(Collector):
         self.img_data_location = Path(img_data_location)
 
     def collect(self) -> Iterator[Metric]:
+        recent: list[Run] | None
         try:
-            runs = read_runs(self.engine)
-        except RunStoreUnavailableError:
-            runs = None
+            recent = runs.list_runs(self.engine)
+        except RunStoreUnavailableError as error:
+            logger.warning("run store read failed during scrape: %s", error.detail)
+            recent = None
         yield GaugeMetricFamily(
-            "doodle_pipeline_store_up", "1 when the run store answered this scrape", value=int(runs is not None)
+            "doodle_pipeline_store_up", "1 when the run store answered this scrape", value=int(recent is not None)
         )
-        if runs is not None:
-            yield from self._run_metrics(runs)
+        if recent is not None:
+            yield from self._run_metrics(recent)
         yield from self._drawing_metrics()
 
-    def _run_metrics(self, runs: list[dict]) -> Iterator[Metric]:
-        latest = runs[0] if runs else None
+    def _run_metrics(self, recent: list[Run]) -> Iterator[Metric]:
+        latest = recent[0] if recent else None
         status = GaugeMetricFamily(
             "doodle_pipeline_stage_status", "1 for the latest run's status of each stage", labels=["stage", "status"]
         )
         duration = GaugeMetricFamily(
             "doodle_pipeline_stage_duration_seconds", "Stage durations of the latest run, once ended", labels=["stage"]
         )
-        for n, stage in enumerate(STAGES, start=1):
-            current = latest[f"stage_{n}_status"] if latest else None
+        for stage in STAGES:
+            current = latest.status(stage) if latest else None
             for value in Status:
-                status.add_metric([stage, value.value], float(current == value))
-            seconds = stage_seconds(latest, n) if latest else None
+                status.add_metric([stage, value.value], float(current is value))
+            seconds = latest.seconds(stage) if latest else None
             if seconds is not None:
                 duration.add_metric([stage], seconds)
-        success = last_success_end(runs)
+        success = runs.last_success_end(recent)
         yield status
         yield duration
         yield GaugeMetricFamily(
             "doodle_pipeline_last_run_id",
             "run_id of the latest run, 0 before any",
-            value=latest["run_id"] if latest else 0,
+            value=latest.run_id if latest else 0,
         )
         yield GaugeMetricFamily(
             "doodle_pipeline_last_success_timestamp_seconds",
             "End of the latest run whose seven stages all completed, 0 if none",
             value=success.timestamp() if success else 0,
         )
-        yield CounterMetricFamily("doodle_pipeline_runs", "Pipeline runs in the run store", value=len(runs))
+        yield CounterMetricFamily("doodle_pipeline_runs", "Pipeline runs in the run store", value=len(recent))
 
     def _drawing_metrics(self) -> Iterator[Metric]:
         try:
@@ -176,29 +103,34 @@ class PipelineCollector(Collector):
 
 
 async def _store_unavailable(request: Request, error: Exception) -> JSONResponse:
-    logger.warning("request failed path=%s status=503 reason=%s", request.url.path, error)
+    logger.error("run store read failed path=%s", request.url.path, exc_info=error)
     return JSONResponse({"detail": str(error)}, status_code=503)
+
+
+def _is_poll(request: Request, status_code: int) -> bool:
+    return request.method == "GET" and request.url.path in POLLED_PATHS and status_code < 400
 
 
 def create_dashboard_app(settings: Settings) -> FastAPI:
     configure_logging(settings.log_level, settings.log_dir / "dashboard_backend.log")
-    engine = connect_store(settings.database_url)
+    engine = runs.connect(settings.database_url, connect_timeout_s=DB_CONNECT_TIMEOUT_S)
     registry = CollectorRegistry()
     registry.register(PipelineCollector(engine, settings.img_data_location))
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("dashboard started database=%s", engine.url.render_as_string(hide_password=True))
         yield
         engine.dispose()
         logger.info("dashboard stopped")
 
     app = FastAPI(title="doodle pipeline viewer", lifespan=lifespan, debug=False)
+    app.state.registry = registry
     app.add_exception_handler(RunStoreUnavailableError, _store_unavailable)
     add_last_resort_handler(app)
 
     @app.middleware("http")
-    async def log_request(request: Request, call_next):
+    async def log_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
         try:
             response = await call_next(request)
@@ -206,7 +138,8 @@ def create_dashboard_app(settings: Settings) -> FastAPI:
             logger.info("request method=%s path=%s status=500", request.method, request.url.path)
             raise
         elapsed_ms = (time.perf_counter() - started) * 1000
-        logger.info(
+        logger.log(
+            logging.DEBUG if _is_poll(request, response.status_code) else logging.INFO,
             "request method=%s path=%s status=%d ms=%.1f",
             request.method,
             request.url.path,
@@ -217,18 +150,21 @@ def create_dashboard_app(settings: Settings) -> FastAPI:
 
     # Plain `def` routes: they block on the database, so they run in the thread pool.
     @app.get("/pipeline_runs", response_model=list[RunPublic], responses={503: {"description": "run store down"}})
-    def pipeline_runs() -> list[dict]:
+    def pipeline_runs() -> list[dict[str, object]]:
         """Every run, newest first, with all its columns."""
-        runs = read_runs(engine)
-        logger.info("runs listed rows=%d", len(runs))
-        return runs
+        recent = runs.list_runs(engine)
+        logger.debug("runs listed rows=%d", len(recent))
+        return [run.public() for run in recent]
 
     @app.get("/health")
-    def health():
+    def health() -> JSONResponse:
         """200 only when the run store answers."""
-        if store_answers(engine):
-            return {"status": "ok"}
-        return JSONResponse({"status": "unavailable", "detail": "run store unavailable"}, status_code=503)
+        try:
+            runs.check(engine)
+        except RunStoreUnavailableError as error:
+            logger.warning("run store health check failed: %s", error.detail)
+            return JSONResponse({"status": "unavailable", "detail": "run store unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @app.get("/metrics", include_in_schema=False)
     def metrics(request: Request) -> Response:

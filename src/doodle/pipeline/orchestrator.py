@@ -7,18 +7,18 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from doodle.config import Settings, settings_env
 from doodle.drawings import list_drawings
-from doodle.pipeline import store
+from doodle.pipeline import runs
 from doodle.pipeline.runner import StageContext
-from doodle.pipeline.store import STAGES, Status
+from doodle.pipeline.runs import RunStoreUnavailableError
+from doodle.pipeline.stages import STAGES, Status
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +46,6 @@ def run_lock(pipeline_dir: Path) -> Iterator[None]:
         yield
 
 
-class RunStoreUnavailableError(RuntimeError):
-    """The run store (DATABASE_URL) stopped answering; the run stopped at a stage boundary."""
-
-
 # Interrupted in one of these, a run had converted drawings that no model was then trained on.
 _UNTRAINED_IF_INTERRUPTED_IN = ("version", "retrain", "register")
 
@@ -60,12 +56,12 @@ def close_interrupted_runs(engine: Engine) -> bool:
     Returns True when such a run had converted drawings but not yet registered a model trained on them.
     """
     untrained = False
-    for run in store.list_runs(engine):
-        running = [stage for n, stage in enumerate(STAGES, start=1) if run[f"stage_{n}_status"] == Status.RUNNING]
+    for run in runs.list_runs(engine):
+        running = [stage for stage in STAGES if run.status(stage) is Status.RUNNING]
         if running:
             message = f"interrupted during stage {running[0]}"
-            store.mark_from(engine, run["run_id"], running[0], Status.FAILED, message)
-            logger.warning("closed interrupted run run_id=%d stage=%s", run["run_id"], running[0])
+            runs.mark_from(engine, run.run_id, running[0], Status.FAILED, message)
+            logger.warning("closed interrupted run run_id=%d stage=%s", run.run_id, running[0])
             untrained |= running[0] in _UNTRAINED_IF_INTERRUPTED_IN
     return untrained
 
@@ -83,7 +79,10 @@ def run_stage(stage: str, run_dir: Path, env: dict[str, str]) -> tuple[int, str]
     return done.returncode, (lines[-1] if lines else "")
 
 
-def run_pipeline(settings: Settings, engine: Engine, report=print) -> int:
+Report = Callable[[str], object]  # where progress lines go: print for the CLI, a logger for watch
+
+
+def run_pipeline(settings: Settings, engine: Engine, report: Report = print) -> int:
     """Execute one run; returns 0 on success or when not triggered, 1 when a stage failed.
 
     Raises RunStoreUnavailableError if the run store fails: the run stops before its next stage, and
@@ -91,35 +90,34 @@ def run_pipeline(settings: Settings, engine: Engine, report=print) -> int:
     """
     try:
         return _run(settings, engine, report)
-    except SQLAlchemyError as error:
-        reason = str(error.orig if isinstance(error, DBAPIError) else error).strip().splitlines()[0]
-        logger.error("run store failed; run stopped: %s", reason)
-        raise RunStoreUnavailableError(f"run store unavailable, run stopped: {reason}") from error
+    except RunStoreUnavailableError as error:
+        logger.error("run store failed; run stopped: %s", error.detail)
+        raise
 
 
-def _run(settings: Settings, engine: Engine, report) -> int:
+def _run(settings: Settings, engine: Engine, report: Report) -> int:
     with run_lock(settings.pipeline_dir):
-        store.init_db(engine)
+        runs.init_db(engine)
         redo = close_interrupted_runs(engine)
-        run_id = store.create_run(engine)
+        run_id = runs.create_run(engine)
         run_dir = settings.pipeline_dir / "runs" / str(run_id)
-        shutil.rmtree(run_dir, ignore_errors=True)  # left by a store that was since replaced
+        shutil.rmtree(run_dir, ignore_errors=True)  # left by a run store that was since replaced
         run_dir.mkdir(parents=True)
         context = StageContext(settings, run_dir)
         env = {**os.environ, **settings_env(settings)}
         report(f"pipeline run {run_id}")
         for n, stage in enumerate(STAGES, start=1):
-            store.update_stage(engine, run_id, stage, Status.RUNNING)
+            runs.update_stage(engine, run_id, stage, Status.RUNNING)
             started = time.perf_counter()
             code, reason = run_stage(stage, run_dir, env)
             seconds = time.perf_counter() - started
             if code != 0:
-                store.update_stage(engine, run_id, stage, Status.FAILED)
-                store.mark_from(engine, run_id, stage, Status.FAILED, message=f"{stage}: {reason or code}")
+                runs.update_stage(engine, run_id, stage, Status.FAILED)
+                runs.mark_from(engine, run_id, stage, Status.FAILED, message=f"{stage}: {reason or code}")
                 logger.error("stage failed stage=%s run_id=%d reason=%s", stage, run_id, reason)
                 report(f"  {n}/7 {stage:<8} failed after {seconds:.1f}s: {reason}")
                 return 1
-            store.update_stage(engine, run_id, stage, Status.COMPLETE)
+            runs.update_stage(engine, run_id, stage, Status.COMPLETE)
             logger.info("stage done stage=%s run_id=%d seconds=%.1f", stage, run_id, seconds)
             report(f"  {n}/7 {stage:<8} complete in {seconds:.1f}s")
             if stage == "scan":
@@ -127,9 +125,9 @@ def _run(settings: Settings, engine: Engine, report) -> int:
                 if redo:
                     report("  an interrupted run left converted drawings untrained: retraining on them")
                 elif found < settings.min_new_images:
-                    store.set_not_triggered(engine, run_id)
+                    runs.set_not_triggered(engine, run_id)
                     message = f"{found} new drawings, fewer than MIN_NEW_IMAGES={settings.min_new_images}"
-                    store.update_stage(engine, run_id, "scan", Status.COMPLETE, message=message)
+                    runs.update_stage(engine, run_id, "scan", Status.COMPLETE, message=message)
                     report(f"  not triggered: {message}")
                     return 0
         report(f"pipeline run {run_id} complete")

@@ -7,13 +7,16 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from doodle.config import Settings, get_settings
 from doodle.files import write_atomic
 from doodle.log import configure_logging
-from doodle.pipeline.store import stage_number
+from doodle.pipeline.stages import stage_number
 
 logger = logging.getLogger(__name__)
+
+StageOutput = dict[str, Any]  # what a stage leaves for later stages, as JSON in <run_dir>/<stage>.json
 
 
 @dataclass
@@ -21,17 +24,18 @@ class StageContext:
     settings: Settings
     run_dir: Path  # var/pipeline/runs/<run_id>: outputs that later stages read
 
-    def write_output(self, stage: str, output: dict) -> None:
+    def write_output(self, stage: str, output: StageOutput) -> None:
         write_atomic(self.run_dir / f"{stage}.json", json.dumps(output, indent=1, sort_keys=True).encode())
 
-    def read_output(self, stage: str) -> dict:
+    def read_output(self, stage: str) -> StageOutput:
         path = self.run_dir / f"{stage}.json"
         if not path.exists():
             raise RuntimeError(f"stage {stage} left no output in {self.run_dir}")
-        return json.loads(path.read_text())
+        output: StageOutput = json.loads(path.read_text())
+        return output
 
 
-def stage_main(stage: str, run: Callable[[StageContext], dict]) -> None:
+def stage_main(stage: str, run: Callable[[StageContext], StageOutput]) -> None:
     """Entry point of `python -m doodle.pipeline.stages.<stage>`: exit 0 on success, 1 on failure."""
     parser = argparse.ArgumentParser(prog=f"doodle.pipeline.stages.{stage}")
     parser.add_argument("--run-dir", type=Path, required=True)

@@ -1,6 +1,6 @@
 // Polls GET pipeline_runs and updates the run table in place (no page reload).
 
-const STAGES = ["scan", "merge", "convert", "version", "retrain", "register", "clean"]; // as in pipeline/store.py
+const STAGES = ["scan", "merge", "convert", "version", "retrain", "register", "clean"]; // as in doodle/pipeline/stages/__init__.py
 const POLL_MS = 5000;
 const LABELS = { waiting: "waiting", running: "running", complete: "complete", failed: "failed", not_triggered: "not triggered" };
 

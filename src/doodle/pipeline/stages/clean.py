@@ -4,7 +4,7 @@ import logging
 from pathlib import Path
 
 from doodle.drawings import folder_lock
-from doodle.pipeline.runner import StageContext, stage_main
+from doodle.pipeline.runner import StageContext, StageOutput, stage_main
 
 logger = logging.getLogger(__name__)
 
@@ -13,7 +13,7 @@ def remove_empty_folders(root: Path) -> list[str]:
     """Remove empty category folders, holding the folder lock so no save is writing into one meanwhile."""
     if not Path(root).is_dir():
         return []
-    removed = []
+    removed: list[str] = []
     with folder_lock(root, exclusive=True):
         for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
             if not any(folder.iterdir()):
@@ -23,7 +23,7 @@ def remove_empty_folders(root: Path) -> list[str]:
     return removed
 
 
-def run(context: StageContext) -> dict:
+def run(context: StageContext) -> StageOutput:
     return {"removed": remove_empty_folders(context.settings.img_data_location)}
 
 

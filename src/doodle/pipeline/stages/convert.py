@@ -9,7 +9,7 @@ import numpy as np
 from doodle.drawings import list_drawings
 from doodle.imaging import InvalidImageError, decode_png, normalize_drawing
 from doodle.pipeline.ledger import commit, read_rows, recover, write_rows
-from doodle.pipeline.runner import StageContext, stage_main
+from doodle.pipeline.runner import StageContext, StageOutput, stage_main
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def convert(data_dir: Path, img_root: Path) -> dict[str, int]:
     return converted
 
 
-def run(context: StageContext) -> dict:
+def run(context: StageContext) -> StageOutput:
     converted = convert(context.settings.data_dir, context.settings.img_data_location)
     return {"converted": converted, "total": sum(converted.values())}
 

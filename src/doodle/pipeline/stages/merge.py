@@ -1,12 +1,14 @@
 """Stage 2: stack the previous run's new rows onto the training data, per category."""
 
+from pathlib import Path
+
 import numpy as np
 
 from doodle.pipeline.ledger import commit, npy_path, read_rows, recover, write_rows
-from doodle.pipeline.runner import StageContext, stage_main
+from doodle.pipeline.runner import StageContext, StageOutput, stage_main
 
 
-def merge(data_dir, img_root) -> dict[str, int]:
+def merge(data_dir: Path, img_root: Path) -> dict[str, int]:
     """Move every committed new row into old/; returns rows merged per category."""
     ledger = recover(data_dir, img_root)
     pending = {category: rows for category, rows in ledger.new.items() if rows}
@@ -23,7 +25,7 @@ def merge(data_dir, img_root) -> dict[str, int]:
     return pending
 
 
-def run(context: StageContext) -> dict:
+def run(context: StageContext) -> StageOutput:
     merged = merge(context.settings.data_dir, context.settings.img_data_location)
     return {"merged": merged, "total": sum(merged.values())}
 

@@ -7,12 +7,12 @@ import mlflow
 from mlflow import MlflowClient
 
 from doodle.model.registry import configure_mlflow, log_and_register, set_alias
-from doodle.pipeline.runner import StageContext, stage_main
+from doodle.pipeline.runner import StageContext, StageOutput, stage_main
 
 logger = logging.getLogger(__name__)
 
 
-def gate(result: dict, max_old_drop: float, min_new_top1: float) -> tuple[bool, str]:
+def gate(result: StageOutput, max_old_drop: float, min_new_top1: float) -> tuple[bool, str]:
     """Promote only if old classes kept their accuracy and new classes reached the minimum."""
     before, after = result["old_top1_production"], result["old_top1_candidate"]
     if before is not None and after is not None and after < before - max_old_drop:
@@ -23,7 +23,7 @@ def gate(result: dict, max_old_drop: float, min_new_top1: float) -> tuple[bool, 
     return True, f"old-class top-1 {before} -> {after}, new-class top-1 {new}"
 
 
-def run(context: StageContext) -> dict:
+def run(context: StageContext) -> StageOutput:
     settings = context.settings
     result = context.read_output("retrain")
     configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)

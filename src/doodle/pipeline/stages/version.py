@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from doodle.pipeline.runner import StageContext, stage_main
+from doodle.pipeline.runner import StageContext, StageOutput, stage_main
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def version(data_dir: Path, message: str, remote: str | None = None) -> str | No
     return _run(["git", "rev-parse", "HEAD"], data_dir).strip()
 
 
-def run(context: StageContext) -> dict:
+def run(context: StageContext) -> StageOutput:
     commit = version(
         context.settings.data_dir, f"data: pipeline run {context.run_dir.name}", context.settings.dvc_remote
     )
