@@ -14,7 +14,7 @@ import pytest
 from doodle.drawings import list_drawings
 from doodle.pipeline.stages.convert import convert
 from doodle.pipeline.stages.merge import merge
-from tests.utils.drawings import save_drawings, stored_rows
+from tests.utils.drawings import save_drawings, stored_rows, synthetic_images
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +45,8 @@ def run_killed_at(data, img, kill_at: int) -> None:
     merge_and_convert(data, img)
 
 
-def test_data_stages_survive_sigkill_at_every_point(tmp_path, quickdraw_test):
-    images = quickdraw_test.images
+def test_data_stages_survive_sigkill_at_every_point(tmp_path):
+    images = synthetic_images(11)
     context = multiprocessing.get_context("fork")
     points = 0
     for kill_at in range(1, 200):
