@@ -5,6 +5,7 @@ import shutil
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -63,6 +64,10 @@ def test_train_logs_to_mlflow_and_pyfunc_round_trips(tmp_path, mlflow_store):
         assert answer[0]["model_version"] == "1"
         assert answer[0]["probabilities"] == sorted(answer[0]["probabilities"], reverse=True)
     assert base64_answer == array_answer
+    # Every other form the model takes: its predict's type hint must not make MLflow convert or refuse them.
+    assert model.predict(encode_bitmap(image)) == base64_answer
+    assert model.predict(pd.DataFrame({"image": [encode_bitmap(image)]})) == base64_answer
+    assert model.predict(pd.DataFrame(image.reshape(1, 784))) == base64_answer
 
 
 def test_distilled_student_follows_its_teacher_over_the_labels(tmp_path, mlflow_store):

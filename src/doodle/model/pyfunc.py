@@ -5,7 +5,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
@@ -94,12 +93,13 @@ class DoodleClassifier(PythonModel):
         self.net = fuse_for_inference(net)
         config = context.model_config or {}
         self.model_version = str(config.get("model_version", "unregistered"))
-        threads = int(config.get("torch_threads", 0))
-        if threads:
-            torch.set_num_threads(threads)
         logger.info("model loaded version=%s classes=%d", self.model_version, len(self.categories))
 
-    def predict(self, context, model_input, params: dict | None = None) -> list[dict]:
+    # np.ndarray is what the scoring server passes for JSON "inputs" (0-d for one string). MLflow neither
+    # converts nor validates input under this hint, so DataFrames, lists and strings still arrive as they are.
+    def predict(
+        self, context: PythonModelContext | None, model_input: np.ndarray, params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         """One dict per image: labels best first, their probabilities, and model_version."""
         top_k = int((params or {}).get("top_k", DEFAULT_TOP_K))
         top_k = len(self.categories) if top_k <= 0 else min(top_k, len(self.categories))
