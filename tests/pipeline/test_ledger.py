@@ -1,6 +1,16 @@
 import numpy as np
 
-from doodle.pipeline.ledger import Ledger, commit, load_ledger, npy_path, read_rows, recover, write_rows
+from doodle.files import temp_path
+from doodle.pipeline.ledger import (
+    Ledger,
+    commit,
+    committed_categories,
+    load_ledger,
+    npy_path,
+    read_rows,
+    recover,
+    write_rows,
+)
 
 
 def test_recover_truncates_uncommitted_rows(tmp_path):
@@ -27,3 +37,20 @@ def test_recover_finishes_deleting_consumed_drawings(tmp_path):
     recover(tmp_path, img)
     assert [p.name for p in (img / "cat").iterdir()] == ["b.png"]
     assert load_ledger(tmp_path).consumed == []
+
+
+def test_recover_removes_temp_files_left_by_a_crash(tmp_path):
+    write_rows(tmp_path, "new", "cat", np.ones((1, 784), np.uint8))
+    commit(tmp_path, Ledger(new={"cat": 1}))
+    temp = temp_path(npy_path(tmp_path, "new", "dog"))
+    temp.write_bytes(b"half a file")
+    recover(tmp_path, tmp_path / "img")
+    assert not temp.exists()
+    assert read_rows(tmp_path, "new", "cat", 1).shape == (1, 784)
+
+
+def test_committed_categories_are_those_with_committed_rows(tmp_path):
+    assert committed_categories(tmp_path) == set()
+    commit(tmp_path, Ledger(old={"cat": 3, "emptied": 0}, new={"cat": 0, "kite": 2}))
+    write_rows(tmp_path, "new", "uncommitted", np.ones((1, 784), np.uint8))  # a crash before its commit
+    assert committed_categories(tmp_path) == {"cat", "kite"}

@@ -42,6 +42,10 @@ class Ledger:
             raise ValueError(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
         return self.old if kind == "old" else self.new
 
+    def categories(self) -> set[str]:
+        """Categories with committed rows, merged or waiting to be."""
+        return {category for kind in KINDS for category, rows in self.counts(kind).items() if rows}
+
 
 def npy_path(data_dir: Path, kind: str, category: str) -> Path:
     return Path(data_dir) / "npy" / kind / f"{category}.npy"
@@ -56,6 +60,11 @@ def load_ledger(data_dir: Path) -> Ledger:
 
 def commit(data_dir: Path, ledger: Ledger) -> None:
     write_atomic(Path(data_dir) / LEDGER, json.dumps(asdict(ledger), indent=1, sort_keys=True).encode())
+
+
+def committed_categories(data_dir: Path) -> set[str]:
+    """The user categories the next model learns: those with committed rows in `data_dir`."""
+    return load_ledger(data_dir).categories()
 
 
 def read_rows(data_dir: Path, kind: str, category: str, rows: int) -> Rows:

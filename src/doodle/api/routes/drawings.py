@@ -11,13 +11,14 @@ from doodle.categories import normalize_category
 from doodle.config import Settings
 from doodle.drawings import make_category_folder, save_drawing
 from doodle.imaging import decode_image, normalize_drawing, to_png
+from doodle.pipeline.ledger import committed_categories
 
 router = APIRouter(tags=["drawings"])
 
 
 def store_drawing(settings: Settings, category: str, png: bytes) -> Path:
     def pipeline_categories() -> set[str]:
-        return {path.stem for path in settings.data_dir.rglob("*.npy")}
+        return committed_categories(settings.data_dir)
 
     make_category_folder(settings.img_data_location, category, pipeline_categories, settings.max_categories)
     return save_drawing(settings.img_data_location, category, png)
