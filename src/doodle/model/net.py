@@ -5,26 +5,13 @@ linear `head` from features to class logits. Retraining replaces only the head.
 """
 
 import copy
-from dataclasses import asdict, dataclass
 from typing import cast
 
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-ARCHITECTURES = ("cnn", "resnet18", "resnet50")
-
-
-@dataclass
-class NetConfig:
-    arch: str = "cnn"
-    num_classes: int = 21
-    width: int = 24  # channels of the first stage
-    feature_dim: int = 256  # CNN only; ResNets use their last stage's width
-    dropout: float = 0.3
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from doodle.model.train_config import ARCHITECTURES, NetConfig
 
 
 def _conv_bn(c_in: int, c_out: int, stride: int = 1, kernel: int = 3) -> list[nn.Module]:

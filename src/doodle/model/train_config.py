@@ -1,12 +1,29 @@
-"""Training hyper-parameters, apart from the training code so the CLI can list them without importing torch."""
+"""Network and training hyper-parameters, apart from the torch code so the CLI can list them without importing torch."""
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
+
+ARCHITECTURES = ("cnn", "resnet18", "resnet50")
+
+
+@dataclass
+class NetConfig:
+    """What rebuilds a network (doodle.model.net.DoodleNet); saved with its weights."""
+
+    arch: str = "cnn"  # one of ARCHITECTURES
+    num_classes: int = 21
+    width: int = 24  # channels of the first stage
+    feature_dim: int = 256  # CNN only; ResNets use their last stage's width
+    dropout: float = 0.3
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
 class TrainConfig:
-    arch: str = "cnn"  # cnn | resnet18 | resnet50
-    width: int = 24  # channels of the first stage
+    arch: str = NetConfig.arch  # the network's own defaults
+    width: int = NetConfig.width
     epochs: int = 40
     batch_size: int = 256
     lr: float = 3e-3  # peak of the one-cycle schedule
