@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from doodle.model.data import Dataset, to_tensor
-from doodle.model.net import DoodleNet
+from doodle.model.net import DoodleNet, eval_mode
 
 
 @dataclass
@@ -22,13 +22,12 @@ class EvalReport:
 
 @torch.no_grad()
 def predict_proba(net: DoodleNet, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """uint8 (n, 784) -> float32 (n, classes) probabilities."""
-    if net.training:
-        net.eval()
-    chunks = [
-        torch.softmax(net(to_tensor(images[start : start + batch_size])), dim=1).numpy()
-        for start in range(0, len(images), batch_size)
-    ]
+    """uint8 (n, 784) -> float32 (n, classes) probabilities, computed in eval mode."""
+    with eval_mode(net):
+        chunks = [
+            torch.softmax(net(to_tensor(images[start : start + batch_size])), dim=1).numpy()
+            for start in range(0, len(images), batch_size)
+        ]
     return np.concatenate(chunks) if chunks else np.zeros((0, net.config.num_classes), np.float32)
 
 

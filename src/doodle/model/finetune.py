@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from doodle.model.data import to_tensor
-from doodle.model.net import BasicBlock, Bottleneck, DoodleNet
+from doodle.model.net import BasicBlock, Bottleneck, DoodleNet, eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +49,12 @@ class HeadConfig:
 
 @torch.no_grad()
 def extract_features(net: DoodleNet, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """uint8 (n, 784) -> float32 (n, d) backbone features."""
-    net.eval()
-    chunks = [net.backbone(to_tensor(images[i : i + batch_size])).numpy() for i in range(0, len(images), batch_size)]
+    """uint8 (n, 784) -> float32 (n, d) backbone features, computed in eval mode."""
+    with eval_mode(net):
+        chunks = [
+            net.backbone(to_tensor(images[start : start + batch_size])).numpy()
+            for start in range(0, len(images), batch_size)
+        ]
     return np.concatenate(chunks) if chunks else np.zeros((0, net.head.in_features), np.float32)
 
 

@@ -5,6 +5,8 @@ linear `head` from features to class logits. Retraining replaces only the head.
 """
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import cast
 
 import torch
@@ -141,6 +143,17 @@ def _serving_layers(layers: nn.Sequential) -> list[nn.Module]:
         elif not isinstance(layer, nn.Dropout):
             kept.append(layer)
     return kept
+
+
+@contextmanager
+def eval_mode(net: nn.Module) -> Iterator[None]:
+    """Eval mode inside (no Dropout, BatchNorm uses its running statistics); `net`'s own mode again after."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield
+    finally:
+        net.train(was_training)
 
 
 def fuse_for_inference(net: DoodleNet) -> DoodleNet:
