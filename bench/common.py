@@ -20,10 +20,11 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
-from doodle import stack
-from doodle.config import Settings, settings_env, settings_under
+from doodle.config import Settings, settings_under
 from doodle.imaging import encode_bitmap
 from doodle.model.registry import bootstrap, configure_mlflow
+from doodle.stack import supervisor
+from doodle.stack.catalogue import Service, backend, model_server
 
 logger = logging.getLogger("bench.common")
 
@@ -113,8 +114,8 @@ def percentile_ms(seconds: list[float], q: float) -> float:
 class ServingStack:
     settings: Settings
     backend_url: str
-    model_server: stack.Service
-    backend: stack.Service
+    model_server: Service
+    backend: Service
 
     @property
     def predict_url(self) -> str:
@@ -138,30 +139,22 @@ def serving_stack(root: Path, checkpoint: Path, **overrides) -> Iterator[Serving
     version = bootstrap(settings.model_name, settings.model_alias, checkpoint)
     logger.info("registered %s@%s version %s from %s", settings.model_name, settings.model_alias, version, checkpoint)
 
-    model_server = stack.model_server(settings, HOST, model_port)
-    api = stack.backend(HOST, backend_port)
-    services = [model_server, api]
-    env = settings_env(settings)
-    for service in services:
-        service.env = {**env, **service.env}
-    with running(services, settings.log_dir):
-        logger.info("model server %s, backend port %d: up", model_server.url, backend_port)
-        yield ServingStack(settings, f"http://{HOST}:{backend_port}", model_server, api)
+    served = model_server(settings, HOST, model_port)
+    api = backend(settings, HOST, backend_port)
+    with running([served, api], settings.log_dir):
+        logger.info("model server %s, backend port %d: up", served.url, backend_port)
+        yield ServingStack(settings, f"http://{HOST}:{backend_port}", served, api)
 
 
 @contextmanager
-def running(services: list[stack.Service], log_dir: Path) -> Iterator[None]:
+def running(services: list[Service], log_dir: Path) -> Iterator[None]:
     """Start the services and wait until each is healthy (else exit with their log tails); stop them after."""
     try:
-        for service in services:
-            stack.start(service, log_dir)
-        unhealthy = stack.wait_healthy(services, HEALTH_TIMEOUT_S)
-        if unhealthy:
-            print_log_tails(log_dir)
-            raise SystemExit(f"not healthy after {HEALTH_TIMEOUT_S:.0f} s: {', '.join(s.name for s in unhealthy)}")
-        yield
-    finally:
-        stack.stop(services)
+        with supervisor.running(services, log_dir, HEALTH_TIMEOUT_S):
+            yield
+    except supervisor.StartupError as error:
+        print_log_tails(log_dir)
+        raise SystemExit(str(error)) from error
 
 
 class Feed:

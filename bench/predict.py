@@ -44,26 +44,14 @@ from common import (
     running,
 )
 
-from doodle import stack
-from doodle.config import Settings
+from doodle.config import settings_under
 from doodle.model.registry import bootstrap, bundled_checkpoint, configure_mlflow
+from doodle.stack.catalogue import backend, model_server
+from doodle.stack.stock import stock_model_server
 
 logger = logging.getLogger("bench.predict")
 
 ROW = "{:<8} {:>5} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8}"  # the results table
-# Settings the backend reads from the environment, pointed into the temporary folder.
-BACKEND_SETTINGS = (
-    "mlflow_hosted_model_url",
-    "img_data_location",
-    "var_dir",
-    "data_dir",
-    "log_dir",
-    "mlflow_tracking_uri",
-    "mlflow_artifacts_dir",
-    "database_url",
-    "model_name",
-    "model_alias",
-)
 
 
 @dataclass
@@ -102,37 +90,20 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def make_settings(root: Path, model_url: str) -> Settings:
-    """Settings with every piece of state inside `root`; ignores any .env file."""
-    return Settings(
-        _env_file=None,
-        mlflow_hosted_model_url=model_url,
-        img_data_location=root / "img",
-        var_dir=root,
-        data_dir=root / "data",
-        log_dir=root / "logs",
-        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-        mlflow_artifacts_dir=root / "mlartifacts",
-        database_url=f"sqlite:///{root / 'pipeline.db'}",
-    )
-
-
 @contextmanager
 def running_stack(root: Path, checkpoint: Path) -> Iterator[tuple[str, str]]:
     """Register the model, start model server and backend; yields their invocation URLs, then stops both."""
     stock_port, model_port, backend_port = free_ports(3)
-    settings = make_settings(root, f"http://{HOST}:{model_port}/invocations")
+    settings = settings_under(root, mlflow_hosted_model_url=f"http://{HOST}:{model_port}/invocations")
     configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
     version = bootstrap(settings.model_name, settings.model_alias, checkpoint)
     logger.info("registered %s@%s version %s from %s", settings.model_name, settings.model_alias, version, checkpoint)
 
-    stock = stack.stock_model_server(settings, HOST, stock_port)
-    model_server = stack.model_server(settings, HOST, model_port)
-    api = stack.backend(HOST, backend_port)
-    api.env = {name.upper(): str(getattr(settings, name)) for name in BACKEND_SETTINGS}
-    services = [stock, model_server, api]
-    with running(services, settings.log_dir):
-        logger.info("stock %s, model server %s, backend port %d: up", stock.url, model_server.url, backend_port)
+    stock = stock_model_server(settings, HOST, stock_port)
+    served = model_server(settings, HOST, model_port)
+    api = backend(settings, HOST, backend_port)
+    with running([stock, served, api], settings.log_dir):
+        logger.info("stock %s, model server %s, backend port %d: up", stock.url, served.url, backend_port)
         yield stock.url, f"http://{HOST}:{backend_port}/invocations/"
 
 

@@ -9,11 +9,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from doodle import stack
 from doodle.api.app import create_app
 from doodle.config import Settings, settings_under
 from doodle.model.data import load_dataset
 from doodle.pipeline import runs
+from doodle.stack.supervisor import stop
 from tests.utils.db import POSTGRES_URL
 from tests.utils.fakes import FakeModelClient
 from tests.utils.network import free_port
@@ -59,7 +59,7 @@ def model_server(served_store):
     """A real `mlflow models serve` process; yields its invocations URL."""
     service = start_model_server(served_store, free_port())
     yield service.url
-    stack.stop([service])
+    stop([service])
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import mlflow
 import pytest
 from fastapi.testclient import TestClient
 
-from doodle import stack
 from doodle.api.app import create_app
 from doodle.config import settings_under
 from doodle.model.registry import bootstrap, bundled_checkpoint, configure_mlflow, log_and_register, set_alias
+from doodle.stack.supervisor import stop
 from tests.utils.images import b64
 from tests.utils.network import free_port
 from tests.utils.services import start_model_server
@@ -25,11 +25,11 @@ def test_rollout_switches_version_without_failed_requests(tmp_path, quickdraw_te
     server = start_model_server(settings, free_port(), hot_swap=True)
     backend_settings = settings_under(tmp_path / "backend", mlflow_hosted_model_url=server.url)
     answers: list[tuple[float, int, str | None]] = []
-    stop = threading.Event()
+    traffic_done = threading.Event()
 
     def keep_predicting(client: TestClient) -> None:
         i = 0
-        while not stop.is_set():
+        while not traffic_done.is_set():
             response = client.post("/invocations/", json={"inputs": b64(quickdraw_test.images[i % 500])})
             version = response.json().get("model_version") if response.status_code == 200 else None
             answers.append((time.monotonic(), response.status_code, version))
@@ -48,11 +48,11 @@ def test_rollout_switches_version_without_failed_requests(tmp_path, quickdraw_te
             while time.monotonic() < deadline and not any(v == version for _, _, v in answers):
                 time.sleep(0.2)
             time.sleep(1)
-            stop.set()
+            traffic_done.set()
             traffic.join()
     finally:
-        stop.set()
-        stack.stop([server])
+        traffic_done.set()
+        stop([server])
 
     assert version == "2"
     assert len(answers) > 20

@@ -8,8 +8,12 @@ from pathlib import Path
 
 from doodle.config import get_settings
 from doodle.log import configure_logging
+from doodle.stack.catalogue import Ports, Service
 
 logger = logging.getLogger(__name__)
+
+LOCALHOST = "127.0.0.1"
+DEFAULT_PORTS = Ports()
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +26,11 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         else:
             kind = int if "int" in str(item.type) else float if "float" in str(item.type) else str
             parser.add_argument(flag, type=kind, default=item.default)
+
+
+def _add_listen_flags(parser: argparse.ArgumentParser, port: int) -> None:
+    parser.add_argument("--host", default=LOCALHOST)
+    parser.add_argument("--port", type=int, default=port)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -112,13 +121,31 @@ def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     uvicorn.run(
-        "doodle.api.app:create_app_from_env",
+        "doodle.api.app:create_app_from_env",  # by name: each of the workers imports it
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        access_log=False,  # see stack.backend
+        access_log=False,  # a line per prediction cost 10% of the backend's CPU; /metrics counts requests
     )
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from doodle.ui.server import create_ui_app
+
+    uvicorn.run(create_ui_app(get_settings()), host=args.host, port=args.port)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from doodle.dashboard.app import create_dashboard_app
+
+    uvicorn.run(create_dashboard_app(get_settings()), host=args.host, port=args.port)
     return 0
 
 
@@ -138,21 +165,26 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_services(services: list[Service]) -> None:
+    from doodle.stack.supervisor import is_healthy
+
+    width = max(len(service.name) for service in services)
+    for service in services:
+        state = "healthy" if is_healthy(service) else "NOT HEALTHY"
+        print(f"  {service.name:<{width}}  {service.url:<40}  {state}")  # noqa: T201
+    print("All services are up. Press Ctrl-C to stop.")  # noqa: T201
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from doodle import stack
+    from doodle.stack import supervisor
+    from doodle.stack.catalogue import local_stack
 
     cmd_bootstrap(argparse.Namespace(checkpoint=None))
     settings = get_settings()
-    ports = stack.Ports(
-        args.mlflow_port,
-        args.model_port,
-        args.api_port,
-        args.ui_port,
-        args.dashboard_port,
-        args.prometheus_port,
-        args.node_exporter_port,
-    )
-    return stack.run(stack.local_stack(settings, args.host, ports, args.watch_interval), settings.log_dir)
+    configure_logging(settings.log_level, settings.log_dir / "stack.log")
+    ports = Ports(**{item.name: getattr(args, f"{item.name}_port") for item in dataclasses.fields(Ports)})
+    services = local_stack(settings, args.host, ports, args.watch_interval)
+    return supervisor.run(services, settings.log_dir, on_ready=print_services)
 
 
 def cmd_pipeline_run(args: argparse.Namespace) -> int:
@@ -225,10 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
     bootstrap.set_defaults(handler=cmd_bootstrap)
 
     api = commands.add_parser("api", help="run the FastAPI backend")
-    api.add_argument("--host", default="127.0.0.1")
-    api.add_argument("--port", type=int, default=8000)
+    _add_listen_flags(api, DEFAULT_PORTS.api)
     api.add_argument("--workers", type=int, default=1)
     api.set_defaults(handler=cmd_api)
+
+    ui = commands.add_parser("ui", help="serve the drawing UI")
+    _add_listen_flags(ui, DEFAULT_PORTS.ui)
+    ui.set_defaults(handler=cmd_ui)
+
+    dashboard = commands.add_parser("dashboard", help="serve the pipeline viewer")
+    _add_listen_flags(dashboard, DEFAULT_PORTS.dashboard)
+    dashboard.set_defaults(handler=cmd_dashboard)
 
     pipeline = commands.add_parser("pipeline", help="the retraining pipeline").add_subparsers(
         dest="pipeline_command", required=True
@@ -242,20 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     watch.set_defaults(handler=cmd_pipeline_watch)
 
     serve = commands.add_parser("serve-model", help="serve name@alias, following the alias when it moves")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=5002)
+    _add_listen_flags(serve, DEFAULT_PORTS.model)
     serve.add_argument("--poll", type=float, default=2.0, help="seconds between registry checks")
     serve.set_defaults(handler=cmd_serve_model)
 
-    run = commands.add_parser("run", help="run the whole local stack")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--mlflow-port", type=int, default=5000)
-    run.add_argument("--model-port", type=int, default=5002)
-    run.add_argument("--api-port", type=int, default=8000)
-    run.add_argument("--ui-port", type=int, default=9080)
-    run.add_argument("--dashboard-port", type=int, default=8001)
-    run.add_argument("--prometheus-port", type=int, default=9090, help="used when prometheus is installed")
-    run.add_argument("--node-exporter-port", type=int, default=9100, help="used when the node exporter is installed")
+    run = commands.add_parser("run", help="run the whole local stack, restarting any service that exits")
+    run.add_argument("--host", default=LOCALHOST)
+    for item in dataclasses.fields(Ports):
+        when = " (when it is installed)" if item.name in ("prometheus", "node_exporter") else ""
+        flag = f"--{item.name.replace('_', '-')}-port"
+        run.add_argument(flag, type=int, default=item.default, help=f"default {item.default}{when}")
     run.add_argument("--watch-interval", type=float, default=60.0, help="seconds between pipeline checks")
     run.set_defaults(handler=cmd_run)
     return parser

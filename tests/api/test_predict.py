@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from doodle import stack
 from doodle.api.app import create_app
 from doodle.config import settings_under
+from doodle.stack.supervisor import stop
 from tests.utils.images import b64, drawing, png_b64
 from tests.utils.network import free_port
 from tests.utils.services import start_model_server
@@ -175,7 +175,7 @@ def test_predict_answers_503_fast_when_model_server_down_then_recovers(
             assert backend.get("/health").status_code == 200
             categories = backend.get("/categories").json()["categories"]
             assert categories == sorted(path.stem for path in quickdraw_dir.glob("*.npy"))
-            stack.stop([service])
+            stop([service])
             assert backend.post("/invocations/", json=payload).status_code == 503
         finally:
-            stack.stop([service])
+            stop([service])

@@ -10,12 +10,14 @@ import pytest
 from sqlalchemy import Engine, text, update
 from sqlalchemy.engine import make_url
 
-from doodle import stack
-from doodle.config import Settings, settings_env, settings_under
+from doodle.config import Settings, settings_under
 from doodle.pipeline import runs
 from doodle.pipeline.stages import STAGES, Status, stage_number
+from doodle.stack.catalogue import dashboard
+from doodle.stack.supervisor import stop
 from tests.utils.db import POSTGRES_URL
 from tests.utils.network import free_port
+from tests.utils.services import start_or_fail
 
 pytestmark = pytest.mark.e2e
 
@@ -24,21 +26,14 @@ POLL_WAIT_MS = 6000  # the page polls every 5 s
 
 @contextmanager
 def running_viewer(settings: Settings, ready_path: str = "/health") -> Iterator[str]:
-    """The viewer as deployed (uvicorn factory, own process group); yields the page URL."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    command = stack.python_module(
-        "uvicorn", "doodle.dashboard.app:create_dashboard_app_from_env", "--factory",
-        "--host", "127.0.0.1", "--port", str(port),
-    )  # fmt: skip
-    service = stack.Service("pipeline viewer", command, f"{base}/", f"{base}{ready_path}", env=settings_env(settings))
-    stack.start(service, settings.log_dir)
+    """The viewer as deployed (`doodle dashboard`, own process group); yields the page URL."""
+    service = dashboard(settings, "127.0.0.1", free_port())
+    service.health_url = f"{service.url}{ready_path}"
+    start_or_fail(service, settings, timeout_s=90)
     try:
-        if stack.wait_healthy([service], timeout_s=90):
-            pytest.fail(f"the viewer did not start, see {settings.log_dir}")
-        yield service.url
+        yield f"{service.url}/"
     finally:
-        stack.stop([service])
+        stop([service])
 
 
 def stage_cell(run_id: int, stage: str, status: str) -> str:

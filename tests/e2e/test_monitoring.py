@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -17,11 +17,13 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from doodle import stack
 from doodle.config import Settings, settings_env, settings_under
 from doodle.pipeline import runs
 from doodle.pipeline.orchestrator import run_pipeline
 from doodle.pipeline.stages import STAGES
+from doodle.stack.catalogue import Service, backend, dashboard, node_exporter, prometheus
+from doodle.stack.prometheus_config import SHIPPED_TARGETS, write_config
+from doodle.stack.supervisor import running, stop
 from tests.utils.deploy import (
     Query,
     alert_queries,
@@ -40,13 +42,7 @@ SAVED_BEFORE_RUN = 12  # labelled drawings the pipeline run takes
 SAVED_AFTER_RUN = 3  # left waiting for the next run
 PREDICTED = 30
 WAIT_S = 90
-
-
-@dataclass
-class Monitored:
-    prometheus: str
-    backend: stack.Service
-    settings: Settings
+HOST = "127.0.0.1"
 
 
 def instant(prometheus: str, expr: str) -> list[dict]:
@@ -103,44 +99,45 @@ def run_one_pipeline(settings: Settings) -> None:
     assert code == 0 and statuses == ["complete"] * 7, f"{statuses} {run.message} (logs: {settings.log_dir})"
 
 
+def scraping(root: Path, addresses: dict[str, str]) -> Service:
+    """Prometheus on a free port with the shipped config and alerts, aimed at `addresses` (job -> host:port)."""
+    config = write_config(root, addresses)
+    return prometheus(required_tool("prometheus"), config, root / "tsdb", HOST, free_port())
+
+
 @pytest.fixture(scope="module")
 def monitored(model_server, quickdraw_test, tmp_path_factory):
-    prometheus_bin = required_tool("prometheus")
+    """Prometheus watching a backend, a pipeline viewer and a node exporter after real use; yields its URL."""
     node_exporter_bin = required_tool("prometheus-node-exporter", "node_exporter")
     root = tmp_path_factory.mktemp("monitoring")
-    api_port, viewer_port, node_port, prometheus_port = (free_port() for _ in range(4))
+    api_port, viewer_port, node_port = (free_port() for _ in range(3))
     settings = settings_under(root / "var", mlflow_hosted_model_url=model_server, min_new_images=MIN_NEW_IMAGES)
-    env = settings_env(settings)
     # The pipeline's own MLflow store with the bundled model at @production; the served one stays untouched.
     done = subprocess.run(
-        [sys.executable, "-m", "doodle.cli", "bootstrap"], env={**os.environ, **env}, capture_output=True, text=True
+        [sys.executable, "-m", "doodle.cli", "bootstrap"],
+        env={**os.environ, **settings_env(settings)},
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr[-2000:]
 
-    config = stack.prometheus_config(
-        root,
-        {
-            "backend": f"127.0.0.1:{api_port}",
-            "pipeline": f"127.0.0.1:{viewer_port}",
-            "model-server": urlsplit(model_server).netloc,
-            "node": f"127.0.0.1:{node_port}",
-        },
-    )
-    prometheus_url = f"http://127.0.0.1:{prometheus_port}"
-    backend = stack.backend("127.0.0.1", api_port)
-    viewer = stack.dashboard("127.0.0.1", viewer_port)
-    backend.env = viewer.env = env
-    node_exporter = stack.node_exporter(node_exporter_bin, "127.0.0.1", node_port)
-    prometheus = stack.prometheus(prometheus_bin, config, root / "tsdb", "127.0.0.1", prometheus_port)
-    services = [backend, viewer, node_exporter, prometheus]
-    try:
-        for service in services:
-            stack.start(service, settings.log_dir)
-        if failed := stack.wait_healthy(services, timeout_s=120):
-            pytest.fail(f"not healthy: {', '.join(s.name for s in failed)}; logs in {settings.log_dir}")
-        wait_until(prometheus_url, 'count(up{job=~"backend|pipeline|model-server|node"} == 1) == 4', "every target up")
+    addresses = {
+        "backend": f"{HOST}:{api_port}",
+        "pipeline": f"{HOST}:{viewer_port}",
+        "model-server": urlsplit(model_server).netloc,
+        "node": f"{HOST}:{node_port}",
+    }
+    scraper = scraping(root, addresses)
+    services = [
+        backend(settings, HOST, api_port),
+        dashboard(settings, HOST, viewer_port),
+        node_exporter(node_exporter_bin, HOST, node_port),
+        scraper,
+    ]
+    with running(services, settings.log_dir):
+        wait_until(scraper.url, 'count(up{job=~"backend|pipeline|model-server|node"} == 1) == 4', "every target up")
 
-        api = f"http://127.0.0.1:{api_port}"
+        api = f"http://{HOST}:{api_port}"
         cats = quickdraw_test.images[quickdraw_test.labels == quickdraw_test.categories.index("cat")]
         every_class = quickdraw_test.images[:: len(quickdraw_test.images) // (PREDICTED + 5)]
         with httpx.Client(base_url=api, timeout=30) as http:
@@ -151,35 +148,33 @@ def monitored(model_server, quickdraw_test, tmp_path_factory):
 
         requests = counter(api, "model_prediction_requests")
         errors = counter(api, "api_errors")
-        wait_until(prometheus_url, f"sum(model_prediction_requests_total) == {requests}", "the last predictions")
-        wait_until(prometheus_url, f"sum(api_errors_total) == {errors}", "the last errors")
-        wait_until(prometheus_url, f"doodle_pipeline_waiting_drawings == {SAVED_AFTER_RUN}", "the waiting drawings")
-        seen = wait_until(prometheus_url, "doodle_pipeline_last_success_timestamp_seconds > 0", "the successful run")
+        wait_until(scraper.url, f"sum(model_prediction_requests_total) == {requests}", "the last predictions")
+        wait_until(scraper.url, f"sum(api_errors_total) == {errors}", "the last errors")
+        wait_until(scraper.url, f"doodle_pipeline_waiting_drawings == {SAVED_AFTER_RUN}", "the waiting drawings")
+        seen = wait_until(scraper.url, "doodle_pipeline_last_success_timestamp_seconds > 0", "the successful run")
         # One scrape more, so that series born with the traffic have the two samples rate() needs.
-        wait_until(prometheus_url, f'min(timestamp(up{{job=~"backend|pipeline"}})) > {seen}', "one scrape more")
-        yield Monitored(prometheus_url, backend, settings)
-    finally:
-        stack.stop(services)
+        wait_until(scraper.url, f'min(timestamp(up{{job=~"backend|pipeline"}})) > {seen}', "one scrape more")
+        yield scraper.url
 
 
 def test_prometheus_scrapes_every_target_including_the_model_servers_ping(monitored):
-    answer = httpx.get(f"{monitored.prometheus}/api/v1/targets", timeout=10).json()
+    answer = httpx.get(f"{monitored}/api/v1/targets", timeout=10).json()
     health = {target["labels"]["job"]: target["health"] for target in answer["data"]["activeTargets"]}
-    assert health == dict.fromkeys(stack.SHIPPED_TARGETS, "up")
+    assert health == dict.fromkeys(SHIPPED_TARGETS, "up")
 
 
 @pytest.mark.parametrize("query", dashboard_queries(), ids=lambda query: query.source)
 def test_dashboard_query_returns_data(monitored, query: Query):
-    assert instant(monitored.prometheus, query.expr), f"{query.source}: no data"
+    assert instant(monitored, query.expr), f"{query.source}: no data"
 
 
 @pytest.mark.parametrize("query", alert_queries(), ids=lambda query: query.source)
 def test_alert_expression_executes(monitored, query: Query):
-    instant(monitored.prometheus, query.expr)
+    instant(monitored, query.expr)
 
 
 def test_prometheus_evaluates_every_alert_rule(monitored):
-    answer = httpx.get(f"{monitored.prometheus}/api/v1/rules", timeout=10).json()
+    answer = httpx.get(f"{monitored}/api/v1/rules", timeout=10).json()
     loaded = {rule["name"]: rule for group in answer["data"]["groups"] for rule in group["rules"]}
     assert set(loaded) == {rule["alert"] for rule in alert_rules()}
     for name, rule in loaded.items():
@@ -189,17 +184,23 @@ def test_prometheus_evaluates_every_alert_rule(monitored):
 def test_availability_and_pipeline_alerts_are_quiet_while_all_is_well(monitored):
     expressions = {rule["alert"]: rule["expr"] for rule in alert_rules()}
     for name in [*QUIET_WHILE_UP, "PipelineRunFailed"]:
-        assert instant(monitored.prometheus, expressions[name]) == [], name
+        assert instant(monitored, expressions[name]) == [], name
 
 
-def test_backend_down_alert_goes_pending_when_the_backend_stops(monitored):
-    """Last in this module: it stops the backend."""
-    stack.stop([monitored.backend])
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        answer = httpx.get(f"{monitored.prometheus}/api/v1/alerts", timeout=10).json()
-        states = {alert["labels"]["alertname"]: alert["state"] for alert in answer["data"]["alerts"]}
-        if states.get("BackendDown") == "pending":
-            return
-        time.sleep(1)
+def test_backend_down_alert_goes_pending_when_the_backend_stops(model_server, tmp_path):
+    """Its own backend and Prometheus, so that stopping the backend leaves the other tests alone."""
+    settings = settings_under(tmp_path / "var", mlflow_hosted_model_url=model_server)
+    api = backend(settings, HOST, free_port())
+    addresses = {job: f"{HOST}:{free_port()}" for job in SHIPPED_TARGETS}  # nothing listens there
+    scraper = scraping(tmp_path, {**addresses, "backend": urlsplit(api.url).netloc})
+    with running([api, scraper], settings.log_dir):
+        wait_until(scraper.url, 'up{job="backend"} == 1', "the backend up")
+        stop([api])
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            answer = httpx.get(f"{scraper.url}/api/v1/alerts", timeout=10).json()
+            states = {alert["labels"]["alertname"]: alert["state"] for alert in answer["data"]["alerts"]}
+            if states.get("BackendDown") == "pending":
+                return
+            time.sleep(1)
     pytest.fail(f"BackendDown never went pending: {states}")

@@ -6,14 +6,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from doodle import stack
-from doodle.config import Settings, settings_env, settings_under
+from doodle.config import Settings, settings_under
 from doodle.drawings import list_drawings
 from doodle.imaging import normalize_drawing
 from doodle.model.evaluate import predict_proba
 from doodle.model.net import load_checkpoint
 from doodle.model.registry import bundled_checkpoint
+from doodle.stack.catalogue import Service, backend, ui
+from doodle.stack.supervisor import stop
 from tests.utils.network import free_port
+from tests.utils.services import start_or_fail
 
 pytestmark = pytest.mark.e2e
 
@@ -24,15 +26,8 @@ SHOWN_CATEGORIES = ["house", "fish", "star"]
 @dataclass
 class LiveStack:
     settings: Settings
-    backend: stack.Service
-    ui: stack.Service
-
-
-def start_or_fail(service: stack.Service, settings: Settings) -> None:
-    stack.start(service, settings.log_dir)
-    if stack.wait_healthy([service], timeout_s=60):
-        stack.stop([service])
-        pytest.fail(f"{service.name} did not start, see {settings.log_dir}")
+    backend: Service
+    ui: Service
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +39,11 @@ def live(model_server, tmp_path_factory):
         cors_origins=[f"http://127.0.0.1:{ui_port}"],
         ui_backend_url=f"http://127.0.0.1:{api_port}",
     )
-    backend, ui = stack.backend("127.0.0.1", api_port), stack.ui("127.0.0.1", ui_port)
-    backend.env = ui.env = settings_env(settings)
-    start_or_fail(backend, settings)
-    start_or_fail(ui, settings)
-    yield LiveStack(settings, backend, ui)
-    stack.stop([ui, backend])
+    api, drawing_ui = backend(settings, "127.0.0.1", api_port), ui(settings, "127.0.0.1", ui_port)
+    start_or_fail(api, settings)
+    start_or_fail(drawing_ui, settings)
+    yield LiveStack(settings, api, drawing_ui)
+    stop([drawing_ui, api])
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +189,7 @@ def test_page_fits_a_phone_screen(browser, live, screenshots):
 
 def test_unavailable_state_shows_and_recovers_when_the_backend_returns(page, live):
     open_ui(page, live)
-    stack.stop([live.backend])
+    stop([live.backend])
     page.wait_for_selector("#status[data-state=unavailable]", timeout=10_000)
     assert "unavailable" in page.inner_text("#status").lower()
     start_or_fail(live.backend, live.settings)

@@ -8,12 +8,13 @@ import time
 import aiohttp
 import pytest
 
-from doodle import stack
-from doodle.config import settings_env, settings_under
+from doodle.config import settings_under
+from doodle.stack.catalogue import backend
+from doodle.stack.supervisor import stop
 from tests.utils.aio import run_async
 from tests.utils.images import b64
 from tests.utils.network import free_port
-from tests.utils.services import start_model_server
+from tests.utils.services import start_model_server, start_or_fail
 
 pytestmark = pytest.mark.e2e
 
@@ -42,18 +43,16 @@ async def drive(url: str, bodies: list[dict], stop: asyncio.Event, outcomes: lis
 def test_backend_answers_503_quickly_while_model_server_is_dead_and_recovers(served_store, tmp_path, quickdraw_test):
     model_port = free_port()
     backend_settings = settings_under(tmp_path, mlflow_hosted_model_url=f"http://127.0.0.1:{model_port}/invocations")
-    backend = stack.backend("127.0.0.1", free_port())
-    backend.env = settings_env(backend_settings)
+    api = backend(backend_settings, "127.0.0.1", free_port())
     model_server = start_model_server(served_store, model_port, hot_swap=True)
-    stack.start(backend, backend_settings.log_dir)
-    assert not stack.wait_healthy([backend], timeout_s=60)
+    start_or_fail(api, backend_settings)
     bodies = [{"inputs": b64(image)} for image in quickdraw_test.images[:200]]
     outcomes: list = []
     timeline: dict[str, float] = {}
 
     async def scenario() -> None:
         stop = asyncio.Event()
-        load = asyncio.create_task(drive(backend.url.removesuffix("/docs") + "/invocations/", bodies, stop, outcomes))
+        load = asyncio.create_task(drive(api.url.removesuffix("/docs") + "/invocations/", bodies, stop, outcomes))
         await asyncio.sleep(2)
         timeline["killed"] = time.monotonic()
         os.killpg(model_server.process.pid, signal.SIGKILL)
@@ -69,7 +68,7 @@ def test_backend_answers_503_quickly_while_model_server_is_dead_and_recovers(ser
     try:
         run_async(scenario())
     finally:
-        stack.stop([model_server, backend])
+        stop([model_server, api])
 
     statuses = {outcome for _, outcome, _ in outcomes}
     assert statuses == {200, 503}  # nothing else: no 500, no 502, no dropped connection

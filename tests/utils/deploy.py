@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from doodle.stack.prometheus_config import SHIPPED_DIR as PROMETHEUS_DIR
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 COMPOSE_FILE = REPO / "docker-compose.yml"
-PROMETHEUS_DIR = REPO / "src" / "doodle" / "monitoring" / "prometheus"
 PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 ALERTS_FILE = PROMETHEUS_DIR / "alerts.yml"
 GRAFANA_DIR = DEPLOY / "grafana"

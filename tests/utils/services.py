@@ -2,16 +2,26 @@
 
 import pytest
 
-from doodle import stack
 from doodle.config import Settings
+from doodle.stack.catalogue import Service, model_server
+from doodle.stack.stock import stock_model_server
+from doodle.stack.supervisor import StartupError, start, stop, wait_healthy
+
+HOST = "127.0.0.1"
 
 
-def start_model_server(settings: Settings, port: int, hot_swap: bool = False) -> stack.Service:
-    """Stock `mlflow models serve`, or the alias-following server when `hot_swap`."""
-    factory = stack.model_server if hot_swap else stack.stock_model_server
-    service = factory(settings, "127.0.0.1", port)
-    stack.start(service, settings.log_dir)
-    if stack.wait_healthy([service], timeout_s=120):
-        stack.stop([service])
-        pytest.fail(f"model server did not start, see {settings.log_dir}")
+def start_or_fail(service: Service, settings: Settings, timeout_s: float = 120) -> Service:
+    """Start `service` and wait until it is healthy; otherwise stop it and fail the test, saying why."""
+    start(service, settings.log_dir)
+    try:
+        wait_healthy([service], timeout_s)
+    except StartupError as error:
+        stop([service])
+        pytest.fail(str(error))
     return service
+
+
+def start_model_server(settings: Settings, port: int, hot_swap: bool = False) -> Service:
+    """Stock `mlflow models serve` (the design's server), or `doodle serve-model` when `hot_swap`."""
+    factory = model_server if hot_swap else stock_model_server
+    return start_or_fail(factory(settings, HOST, port), settings)

@@ -64,5 +64,5 @@ def create_app(settings: Settings, model_client: Predictor | None = None) -> Fas
 
 
 def create_app_from_env() -> FastAPI:
-    """Zero-argument factory for uvicorn."""
+    """Zero-argument factory for `doodle api`: uvicorn's workers each import the app by this name."""
     return create_app(get_settings())

@@ -14,7 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
-from doodle.config import Settings, get_settings
+from doodle.config import Settings
 from doodle.drawings import list_drawings
 from doodle.log import configure_logging
 from doodle.pipeline import runs
@@ -173,8 +173,3 @@ def create_dashboard_app(settings: Settings) -> FastAPI:
 
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")
     return app
-
-
-def create_dashboard_app_from_env() -> FastAPI:
-    """Zero-argument factory for uvicorn."""
-    return create_dashboard_app(get_settings())

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from doodle.config import Settings, get_settings
+from doodle.config import Settings
 from doodle.log import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,3 @@ def create_ui_app(settings: Settings) -> FastAPI:
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")
     logger.info("ui ready backend=%s", settings.ui_backend_url)
     return app
-
-
-def create_ui_app_from_env() -> FastAPI:
-    return create_ui_app(get_settings())

@@ -1,0 +1,1 @@
+"""The local stack of `doodle run`: what runs (catalogue), how it is watched (supervisor)."""
