@@ -6,13 +6,17 @@ last N layers; old classes then replay drawings from REPLAY_DATA_DIR.
 """
 
 import logging
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
+import numpy.typing as npt
 import torch
 
+from doodle.config import Settings
 from doodle.model.data import load_category, split_indices, to_tensor
 from doodle.model.finetune import (
     TRAIN,
@@ -26,17 +30,42 @@ from doodle.model.finetune import (
     split_backbone,
     train_head,
 )
-from doodle.model.net import load_checkpoint, load_replay, save_checkpoint
+from doodle.model.net import DoodleNet, load_checkpoint, load_replay, save_checkpoint
 from doodle.model.registry import configure_mlflow
-from doodle.pipeline.ledger import load_ledger, read_rows
-from doodle.pipeline.runner import StageContext, stage_main
+from doodle.pipeline.ledger import Ledger, Rows, load_ledger, read_rows
+from doodle.pipeline.runner import StageContext, StageOutput, stage_main
 
 logger = logging.getLogger(__name__)
 
 VAL_FRACTION = 0.2  # of each class's user drawings, fixed by seed: the gate's validation rows
 OLD_ROWS_PER_CLASS = 1000  # replay sample of merged user data per class
-BANK_TRAIN_PER_CLASS, BANK_VAL_PER_CLASS = 160, 60
 TAIL_TRAIN_PER_CLASS = 500  # replay images per old class when backbone layers are unfrozen
+
+Bank = dict[str, torch.Tensor]  # a checkpoint's replay bank: features, labels, split (see doodle.model.finetune)
+Indices = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """What retraining must know of how the production model was trained: its `train_config`.
+
+    The defaults are the values every checkpoint used before checkpoints kept their train_config.
+    """
+
+    val_fraction: float = 0.1  # the base data's split, so old-class replay drawings come from its own splits
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    replay_train_per_class: int = 160  # replay bank rows per class: the candidate's bank keeps the same sizes
+    replay_val_per_class: int = 60
+
+    @classmethod
+    def of(cls, meta: Mapping[str, Any]) -> "SourceConfig":
+        """From a checkpoint's meta."""
+        saved = meta.get("train_config") or {}
+        return cls(**{item.name: saved[item.name] for item in fields(cls) if item.name in saved})
+
+    def bank_rows(self, split: int) -> int:
+        return self.replay_train_per_class if split == TRAIN else self.replay_val_per_class
 
 
 def production_checkpoint(name: str, alias: str) -> Path:
@@ -48,7 +77,7 @@ def production_checkpoint(name: str, alias: str) -> Path:
     return checkpoints[0]
 
 
-def user_rows(data_dir: Path, category: str, ledger, rng: np.random.Generator) -> np.ndarray:
+def user_rows(data_dir: Path, category: str, ledger: Ledger, rng: np.random.Generator) -> Rows:
     """New rows in full plus a random replay sample of the merged ones."""
     old = read_rows(data_dir, "old", category, ledger.old.get(category, 0))
     if len(old) > OLD_ROWS_PER_CLASS:
@@ -61,17 +90,28 @@ class Outcome:
     val: FeatureSet  # the candidate's features of the validation rows
     old_top1_production: float | None
     losses: list[float]
-    replay: dict | None
+    replay: Bank | None
 
 
-def retrain_head(net, old_categories, categories, user, bank, config: HeadConfig) -> Outcome:
+def retrain_head(
+    net: DoodleNet,
+    old_categories: list[str],
+    categories: list[str],
+    user: dict[str, Rows],
+    bank: Bank | None,
+    source: SourceConfig,
+    config: HeadConfig,
+) -> Outcome:
     """Frozen backbone: train new head rows on features of user data plus the replay bank."""
     new_labels = range(len(old_categories), len(categories))
     if bank is None:
         logger.warning("production model has no replay bank: old classes replay only user data")
     train_parts = [bank_part(bank, TRAIN)] if bank else []
     val_parts = [bank_part(bank, VAL)] if bank else []
-    replay = {k: [v] for k, v in bank.items()} if bank else {"features": [], "labels": [], "split": []}
+    replay_parts: dict[str, list[torch.Tensor]] = {key: [] for key in ("features", "labels", "split")}
+    if bank:
+        for key, parts in replay_parts.items():
+            parts.append(bank[key])
     for category, rows in user.items():
         label = categories.index(category)
         features = extract_features(net, rows)
@@ -79,39 +119,48 @@ def retrain_head(net, old_categories, categories, user, bank, config: HeadConfig
             picked = user_split(len(rows), split)
             part.append(FeatureSet(features[picked], np.full(len(picked), label)))
             if label in new_labels:  # the candidate carries replay for its new classes too
-                keep = picked[: BANK_TRAIN_PER_CLASS if split == TRAIN else BANK_VAL_PER_CLASS]
-                replay["features"].append(torch.from_numpy(features[keep]).half())
-                replay["labels"].append(torch.full((len(keep),), label, dtype=torch.int64))
-                replay["split"].append(torch.full((len(keep),), split, dtype=torch.uint8))
+                keep = picked[: source.bank_rows(split)]
+                replay_parts["features"].append(torch.from_numpy(features[keep]).half())
+                replay_parts["labels"].append(torch.full((len(keep),), label, dtype=torch.int64))
+                replay_parts["split"].append(torch.full((len(keep),), split, dtype=torch.uint8))
     train, val = FeatureSet.concat(train_parts), FeatureSet.concat(val_parts)
     old_top1_production = head_accuracy(net.head, val, list(range(len(old_categories))))
     net.grow_head(len(categories))
     frozen_rows = len(old_categories) if len(categories) > len(old_categories) else 0
     losses = train_head(net.head, train, config, old_classes=frozen_rows)
-    replay = {k: torch.cat(v) for k, v in replay.items()} if replay["labels"] else None
+    replay = {key: torch.cat(values) for key, values in replay_parts.items()} if replay_parts["labels"] else None
     return Outcome(val, old_top1_production, losses, replay)
 
 
-def retrain_tail(net, old_categories, categories, user, replay_dir: Path, unfreeze: int, config) -> Outcome:
+def retrain_tail(
+    net: DoodleNet,
+    old_categories: list[str],
+    categories: list[str],
+    user: dict[str, Rows],
+    replay_dir: Path,
+    unfreeze: int,
+    source: SourceConfig,
+    config: HeadConfig,
+) -> Outcome:
     """Unfrozen tail: old classes replay images from `replay_dir`, so the new backbone can be measured."""
-    images = {TRAIN: [], VAL: []}
-    labels = {TRAIN: [], VAL: []}
+    image_parts: dict[int, list[Rows]] = {TRAIN: [], VAL: []}
+    label_parts: dict[int, list[Indices]] = {TRAIN: [], VAL: []}
     for label, category in enumerate(old_categories):
         path = replay_dir / f"{category}.npy"
         if not path.exists():
             raise FileNotFoundError(f"unfreezing needs replay drawings of every old category: {path} is missing")
         rows = load_category(path)
-        for split, name, count in ((TRAIN, "train", TAIL_TRAIN_PER_CLASS), (VAL, "val", BANK_VAL_PER_CLASS)):
-            picked = rows[split_indices(len(rows), name, 0.1, 0.1, 0)[:count]]  # the base model's own splits
-            images[split].append(picked)
-            labels[split].append(np.full(len(picked), label))
+        for split, count in ((TRAIN, TAIL_TRAIN_PER_CLASS), (VAL, source.replay_val_per_class)):
+            picked = rows[base_split(len(rows), split, source)[:count]]  # the base model's own splits
+            image_parts[split].append(picked)
+            label_parts[split].append(np.full(len(picked), label))
     for category, rows in user.items():
         for split in (TRAIN, VAL):
             picked = rows[user_split(len(rows), split)]
-            images[split].append(picked)
-            labels[split].append(np.full(len(picked), categories.index(category)))
-    images = {split: np.concatenate(parts) for split, parts in images.items()}
-    labels = {split: np.concatenate(parts) for split, parts in labels.items()}
+            image_parts[split].append(picked)
+            label_parts[split].append(np.full(len(picked), categories.index(category)))
+    images = {split: np.concatenate(parts) for split, parts in image_parts.items()}
+    labels = {split: np.concatenate(parts) for split, parts in label_parts.items()}
 
     old_top1_production = head_accuracy(
         net.head, FeatureSet(extract_features(net, images[VAL]), labels[VAL]), list(range(len(old_categories)))
@@ -123,27 +172,45 @@ def retrain_tail(net, old_categories, categories, user, replay_dir: Path, unfree
     losses = train_head(net.head, FeatureSet(inputs, labels[TRAIN]), config, tail=tail)
     net.eval()
     val = FeatureSet(extract_features(net, images[VAL]), labels[VAL])
-    bank_rows = {TRAIN: [], VAL: []}
-    for split, count in ((TRAIN, BANK_TRAIN_PER_CLASS), (VAL, BANK_VAL_PER_CLASS)):
+    bank_rows: dict[int, list[Indices]] = {TRAIN: [], VAL: []}
+    for split in (TRAIN, VAL):
         for label in np.unique(labels[split]):
-            bank_rows[split].append(np.flatnonzero(labels[split] == label)[:count])
+            bank_rows[split].append(np.flatnonzero(labels[split] == label)[: source.bank_rows(split)])
     bank_images = np.concatenate([images[s][np.concatenate(r)] for s, r in bank_rows.items()])
     bank_labels = np.concatenate([labels[s][np.concatenate(r)] for s, r in bank_rows.items()])
     bank_split = np.concatenate([np.full(sum(map(len, r)), s) for s, r in bank_rows.items()])
     return Outcome(val, old_top1_production, losses, build_bank(net, bank_images, bank_labels, bank_split))
 
 
-def user_split(n: int, split: int) -> np.ndarray:
-    return split_indices(n, "train" if split == TRAIN else "val", VAL_FRACTION, 0.0, 0)
+def user_split(n: int, split: int) -> Indices:
+    picked: Indices = split_indices(n, "train" if split == TRAIN else "val", VAL_FRACTION, 0.0, 0)
+    return picked
 
 
-def run(context: StageContext) -> dict:
+def base_split(n: int, split: int, source: SourceConfig) -> Indices:
+    """Rows of one of the base model's own splits, as its training drew them."""
+    name = "train" if split == TRAIN else "val"
+    picked: Indices = split_indices(n, name, source.val_fraction, source.test_fraction, source.split_seed)
+    return picked
+
+
+def tail_replay_dir(settings: Settings) -> Path | None:
+    """Old-class drawings for unfrozen backbone layers; None when the backbone stays frozen."""
+    if not settings.retrain_unfreeze:
+        return None
+    if settings.replay_data_dir is None:
+        raise ValueError("RETRAIN_UNFREEZE needs REPLAY_DATA_DIR: a folder of <category>.npy for the old categories")
+    return settings.replay_data_dir
+
+
+def run(context: StageContext) -> StageOutput:
     settings = context.settings
     configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
-    source = production_checkpoint(settings.model_name, settings.model_alias)
-    net, old_categories, _ = load_checkpoint(source)
+    checkpoint = production_checkpoint(settings.model_name, settings.model_alias)
+    net, old_categories, meta = load_checkpoint(checkpoint)
+    source = SourceConfig.of(meta)
     ledger = load_ledger(settings.data_dir)
-    user_categories = sorted(c for c in set(ledger.old) | set(ledger.new) if ledger.old.get(c) or ledger.new.get(c))
+    user_categories = sorted(ledger.categories())
     new_categories = [c for c in user_categories if c not in old_categories]
     categories = old_categories + new_categories
     old_classes, new_classes = list(range(len(old_categories))), list(range(len(old_categories), len(categories)))
@@ -151,16 +218,14 @@ def run(context: StageContext) -> dict:
     user = {category: user_rows(settings.data_dir, category, ledger, rng) for category in user_categories}
 
     config = HeadConfig()
-    unfreeze = settings.retrain_unfreeze
-    if unfreeze and settings.replay_data_dir is None:
-        raise ValueError("RETRAIN_UNFREEZE needs REPLAY_DATA_DIR: a folder of <category>.npy for the old categories")
+    unfreeze, replay_dir = settings.retrain_unfreeze, tail_replay_dir(settings)
     with mlflow.start_run(run_name=f"retrain-run-{context.run_dir.name}") as mlflow_run:
-        mlflow.log_params({**asdict(config), "source": str(source), "new_categories": ",".join(new_categories)})
+        mlflow.log_params({**asdict(config), "source": str(checkpoint), "new_categories": ",".join(new_categories)})
         mlflow.log_param("unfreeze", unfreeze)
-        if unfreeze:
-            outcome = retrain_tail(net, old_categories, categories, user, settings.replay_data_dir, unfreeze, config)
+        if replay_dir is None:
+            outcome = retrain_head(net, old_categories, categories, user, load_replay(checkpoint), source, config)
         else:
-            outcome = retrain_head(net, old_categories, categories, user, load_replay(source), config)
+            outcome = retrain_tail(net, old_categories, categories, user, replay_dir, unfreeze, source, config)
         mlflow.log_params({"val_rows": len(outcome.val.labels)})
         for epoch in range(0, len(outcome.losses), 10):
             mlflow.log_metric("train_loss", outcome.losses[epoch], step=epoch)
@@ -172,7 +237,17 @@ def run(context: StageContext) -> dict:
         }
         mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
         candidate = context.run_dir / "candidate.pt"
-        save_checkpoint(candidate, net, categories, replay=outcome.replay, parent=str(source), **metrics)
+        # The candidate keeps the base split and bank sizes, so the next retrain reads them from it.
+        train_config = {**(meta.get("train_config") or {}), **asdict(source)}
+        save_checkpoint(
+            candidate,
+            net,
+            categories,
+            replay=outcome.replay,
+            parent=str(checkpoint),
+            train_config=train_config,
+            **metrics,
+        )
         mlflow.log_artifact(str(candidate), artifact_path="checkpoint")
     logger.info("head retrained unfreeze=%d metrics=%s", unfreeze, metrics)
     return {
