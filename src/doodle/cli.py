@@ -57,17 +57,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from doodle.categories import InvalidCategoryError, normalize_category
-    from doodle.model.fetch import FetchError, fetch
+    from doodle.model.fetch import FetchError, checkpoint_categories, fetch
 
     settings = get_settings()
     out = args.out or settings.var_dir / "quickdraw"
     try:
         categories = [normalize_category(name) for name in args.categories]
         if not categories:
-            from doodle.model.net import load_checkpoint
             from doodle.model.registry import bundled_checkpoint
 
-            categories = load_checkpoint(bundled_checkpoint())[1]
+            categories = checkpoint_categories(bundled_checkpoint())
         saved = fetch(categories, out, args.rows, settings.quickdraw_url)
     except (InvalidCategoryError, FetchError) as error:
         print(f"failed: {error}", file=sys.stderr)  # noqa: T201

@@ -3,12 +3,21 @@
 Google's files hold 100k-300k drawings each (80-250 MB). A `.npy` file is a short header
 followed by the rows, so reading the header and then only the bytes of the rows wanted
 fetches a slice without downloading the whole file.
+
+The rows each category's file holds are recorded in `.available_rows.json` in the output
+folder, so a category with fewer rows than asked for counts as fetched in full next time.
 """
 
+import collections
 import io
+import json
 import logging
+import pickle
+import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -21,6 +30,7 @@ from doodle.imaging import PIXELS
 logger = logging.getLogger(__name__)
 
 _PREFIX_BYTES = 10  # magic string, version and header length of a .npy file
+AVAILABLE_ROWS = ".available_rows.json"  # category -> rows in Google's file
 
 
 class FetchError(RuntimeError):
@@ -52,7 +62,7 @@ class _Stream:
         return taken
 
 
-def _read_header(stream: _Stream, url: str) -> tuple[int, ...]:
+def _read_header(stream: _Stream, url: str) -> tuple[int, int]:
     prefix = stream.read(_PREFIX_BYTES)
     try:
         header = io.BytesIO(prefix)
@@ -69,10 +79,16 @@ def _read_header(stream: _Stream, url: str) -> tuple[int, ...]:
         raise FetchError(f"{url} is not a .npy file: {error}") from None
     if dtype != np.uint8 or len(shape) != 2 or shape[1] != PIXELS or fortran_order:
         raise FetchError(f"{url}: expected uint8 rows of {PIXELS} pixels, got {dtype} {shape}")
-    return shape
+    return int(shape[0]), int(shape[1])
 
 
-def fetch_category(client: httpx.Client, base_url: str, category: str, out_dir: Path, rows: int) -> Path:
+@dataclass(frozen=True)
+class Fetched:
+    path: Path  # out_dir/<category>.npy
+    available: int  # rows in Google's file
+
+
+def fetch_category(client: httpx.Client, base_url: str, category: str, out_dir: Path, rows: int) -> Fetched:
     """Save the first `rows` drawings of `category` as `out_dir/<category>.npy` (fewer if Google has fewer).
 
     The file appears whole or not at all (see `doodle.files.write_atomic`).
@@ -95,20 +111,68 @@ def fetch_category(client: httpx.Client, base_url: str, category: str, out_dir: 
     if len(body) < wanted * PIXELS:
         raise FetchError(f"{category}: the download stopped after {len(body):,} of {wanted * PIXELS:,} bytes")
     write_atomic(target, npy_bytes(np.frombuffer(body, dtype=np.uint8).reshape(wanted, PIXELS)))
-    logger.info("fetched category=%s rows=%d url=%s", category, wanted, url)
-    return target
+    logger.info("fetched category=%s rows=%d available=%d url=%s", category, wanted, available, url)
+    return Fetched(target, available)
 
 
 def fetch(categories: list[str], out_dir: Path, rows: int, base_url: str) -> list[Path]:
-    """Fetch each category in turn; a category already on disk with at least `rows` rows is kept."""
+    """Fetch each category in turn, keeping a category already on disk with `rows` rows or all Google has."""
     if rows < 1:
         raise FetchError(f"rows must be at least 1, got {rows}")
+    out_dir = Path(out_dir)
+    available = _read_available(out_dir)
     saved = []
     with httpx.Client(timeout=httpx.Timeout(30.0), follow_redirects=True) as client:
         for category in tqdm(categories, desc="categories", unit="category"):
-            existing = Path(out_dir) / f"{category}.npy"
-            if existing.exists() and len(np.load(existing, mmap_mode="r")) >= rows:
+            existing = out_dir / f"{category}.npy"
+            if _rows_on_disk(existing) >= min(rows, available.get(category, rows)):
                 saved.append(existing)
                 continue
-            saved.append(fetch_category(client, base_url, category, out_dir, rows))
+            fetched = fetch_category(client, base_url, category, out_dir, rows)
+            available[category] = fetched.available
+            write_atomic(out_dir / AVAILABLE_ROWS, json.dumps(available, indent=1, sort_keys=True).encode())
+            saved.append(fetched.path)
     return saved
+
+
+def _rows_on_disk(path: Path) -> int:
+    """Rows in an npy file, read from its header; 0 when there is no file."""
+    if not path.exists():
+        return 0
+    return int(np.load(path, mmap_mode="r").shape[0])
+
+
+def _read_available(out_dir: Path) -> dict[str, int]:
+    path = out_dir / AVAILABLE_ROWS
+    if not path.exists():
+        return {}
+    return {str(category): int(rows) for category, rows in json.loads(path.read_text()).items()}
+
+
+class _TensorlessUnpickler(pickle.Unpickler):
+    """Reads a torch checkpoint's pickle with every tensor left out, so neither torch nor the weights load."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        if module == "torch" or module.startswith("torch."):
+            return _left_out
+        raise pickle.UnpicklingError(f"unexpected {module}.{name} in a checkpoint")
+
+    def persistent_load(self, pid: Any) -> None:
+        return None  # a tensor's storage, kept outside the pickle
+
+
+def _left_out(*args: object) -> None:
+    return None
+
+
+def checkpoint_categories(checkpoint: Path) -> list[str]:
+    """The category list saved in a checkpoint (see `doodle.model.net.save_checkpoint`), read cheaply.
+
+    A checkpoint is a zip holding `<name>/data.pkl` and one file per tensor; only the small pickle is read.
+    """
+    with zipfile.ZipFile(checkpoint) as archive:
+        (pickled,) = [name for name in archive.namelist() if name.endswith("/data.pkl")]
+        saved = _TensorlessUnpickler(io.BytesIO(archive.read(pickled))).load()
+    return [str(category) for category in saved["categories"]]
