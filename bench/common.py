@@ -135,7 +135,7 @@ def serving_stack(root: Path, checkpoint: Path, **overrides) -> Iterator[Serving
     """
     model_port, backend_port = free_ports(2)
     settings = settings_under(root, mlflow_hosted_model_url=f"http://{HOST}:{model_port}/invocations", **overrides)
-    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    configure_mlflow(settings)
     version = bootstrap(settings.model_name, settings.model_alias, checkpoint)
     logger.info("registered %s@%s version %s from %s", settings.model_name, settings.model_alias, version, checkpoint)
 

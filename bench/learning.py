@@ -56,7 +56,7 @@ def main() -> None:
         if npy.stem not in NEW_CATEGORIES:
             (base_dir / npy.name).symlink_to(npy.resolve())
     settings = settings_under(root, min_new_images=1)
-    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    configure_mlflow(settings)
     with mlflow.start_run(run_name="base-16"):
         checkpoint = args.base_checkpoint
         if checkpoint is None:

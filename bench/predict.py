@@ -95,7 +95,7 @@ def running_stack(root: Path, checkpoint: Path) -> Iterator[tuple[str, str]]:
     """Register the model, start model server and backend; yields their invocation URLs, then stops both."""
     stock_port, model_port, backend_port = free_ports(3)
     settings = settings_under(root, mlflow_hosted_model_url=f"http://{HOST}:{model_port}/invocations")
-    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    configure_mlflow(settings)
     version = bootstrap(settings.model_name, settings.model_alias, checkpoint)
     logger.info("registered %s@%s version %s from %s", settings.model_name, settings.model_alias, version, checkpoint)
 

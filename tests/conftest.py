@@ -49,7 +49,7 @@ def served_store(tmp_path_factory) -> Settings:
     from doodle.model.registry import bootstrap, configure_mlflow
 
     settings = settings_under(tmp_path_factory.mktemp("store"))
-    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    configure_mlflow(settings)
     bootstrap(settings.model_name, settings.model_alias)
     return settings
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 def test_rollout_switches_version_without_failed_requests(tmp_path, quickdraw_test):
     settings = settings_under(tmp_path / "store")
-    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    configure_mlflow(settings)
     assert bootstrap(settings.model_name, settings.model_alias) == "1"
     server = start_model_server(settings, free_port(), hot_swap=True)
     backend_settings = settings_under(tmp_path / "backend", mlflow_hosted_model_url=server.url)

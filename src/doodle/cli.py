@@ -42,7 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = get_settings()
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
-    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    configure_mlflow(settings)
     with mlflow.start_run(run_name=f"train-{config.arch}"):
         result = train(config, args.data, args.out)
         if args.register:
@@ -98,7 +98,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{args.split} rows {len(dataset)}: top-1 {report.top1:.4f}  top-3 {report.top3:.4f}")  # noqa: T201
     for name, accuracy in sorted(report.per_class_top1.items(), key=lambda kv: kv[1]):
         print(f"  {name:<16} {accuracy:.4f}")  # noqa: T201
-    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    configure_mlflow(settings)
     with mlflow.start_run(run_name=f"evaluate-{args.split}"):
         mlflow.log_metrics(report.metrics(f"{args.split}_"))
         mlflow.log_metrics({f"{args.split}_top1_{k}": v for k, v in report.per_class_top1.items()})
@@ -110,7 +110,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     from doodle.model.registry import bootstrap, configure_mlflow
 
     settings = get_settings()
-    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    configure_mlflow(settings)
     version = bootstrap(settings.model_name, settings.model_alias, args.checkpoint)
     print(f"{settings.model_name}@{settings.model_alias} is version {version}")  # noqa: T201
     return 0
@@ -158,7 +158,7 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
     settings = get_settings()
     if settings.model_threads:
         torch.set_num_threads(settings.model_threads)
-    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    configure_mlflow(settings)
     server = HotSwapModelServer(settings.model_name, settings.model_alias, poll_s=args.poll)
     uvicorn.run(server, host=args.host, port=args.port, log_level="warning")
     return 0

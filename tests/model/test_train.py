@@ -39,7 +39,7 @@ def write_synthetic(folder, per_class=60):
 
 @pytest.fixture
 def mlflow_store(settings):
-    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    configure_mlflow(settings)
     return settings
 
 

@@ -37,7 +37,7 @@ def test_pipeline_learns_new_categories_without_forgetting(tmp_path, quickdraw_d
         if npy.stem not in NEW_CATEGORIES:
             (base_dir / npy.name).symlink_to(npy)
     settings = settings_under(tmp_path / "var", min_new_images=50)
-    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    configure_mlflow(settings)
     with mlflow.start_run(run_name="base-16"):
         base = train(TrainConfig(epochs=6, limit_per_class=1200), base_dir, tmp_path / "base.pt")
         set_alias(settings.model_name, settings.model_alias, log_and_register(base.checkpoint, settings.model_name))

@@ -48,7 +48,7 @@ def test_pipeline_fails_cleanly_when_the_database_stops_and_the_next_run_succeed
     proxy = TcpProxy((url.host, url.port)).start()
     through_proxy = url.set(port=proxy.port).render_as_string(hide_password=False)
     settings = settings_under(tmp_path / "var", database_url=through_proxy, min_new_images=20)
-    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    configure_mlflow(settings)
     bootstrap(settings.model_name, settings.model_alias)
     banana = quickdraw_test.categories.index("banana")
     expected = save_drawings(

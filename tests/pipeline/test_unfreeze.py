@@ -37,7 +37,7 @@ def registered_base(tmp_path: Path, quickdraw_dir: Path, **overrides):
         if npy.stem not in NEW_CATEGORIES:
             (base_dir / npy.name).symlink_to(npy)
     settings = settings_under(tmp_path / "var", min_new_images=1, replay_data_dir=base_dir, **overrides)
-    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    configure_mlflow(settings)
     with mlflow.start_run(run_name="base"):
         base = train(TrainConfig(epochs=2, width=8, limit_per_class=300), base_dir, tmp_path / "base.pt")
         set_alias(settings.model_name, settings.model_alias, log_and_register(base.checkpoint, settings.model_name))

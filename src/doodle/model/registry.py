@@ -9,6 +9,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
+from doodle.config import Settings
 from doodle.model.pyfunc import SIGNATURE, DoodleClassifier
 
 logger = logging.getLogger(__name__)
@@ -22,19 +23,22 @@ def bundled_checkpoint() -> Path:
     return Path(str(resources.files("doodle.bundled").joinpath(BUNDLED_CHECKPOINT)))
 
 
-def configure_mlflow(tracking_uri: str, experiment: str, artifacts_dir: Path) -> str:
-    """Point MLflow at the store and make sure the experiment exists; returns its id."""
-    mlflow.set_tracking_uri(tracking_uri)
+def configure_mlflow(settings: Settings) -> str:
+    """Point MLflow at the settings' store and make sure their experiment exists; returns its id.
+
+    A local store keeps artifacts in MLFLOW_ARTIFACTS_DIR; a tracking server keeps its own.
+    """
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     client = MlflowClient()
-    found = client.get_experiment_by_name(experiment)
+    found = client.get_experiment_by_name(settings.mlflow_experiment)
     if found is not None:
-        experiment_id = found.experiment_id
+        experiment_id: str = found.experiment_id
     else:
         location = None
-        if not tracking_uri.startswith(("http://", "https://")):
-            Path(artifacts_dir).mkdir(parents=True, exist_ok=True)
-            location = Path(artifacts_dir).resolve().as_uri()
-        experiment_id = client.create_experiment(experiment, artifact_location=location)
+        if not settings.mlflow_tracking_uri.startswith(("http://", "https://")):
+            settings.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
+            location = settings.mlflow_artifacts_dir.resolve().as_uri()
+        experiment_id = client.create_experiment(settings.mlflow_experiment, artifact_location=location)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 

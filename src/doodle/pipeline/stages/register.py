@@ -26,7 +26,7 @@ def gate(result: StageOutput, max_old_drop: float, min_new_top1: float) -> tuple
 def run(context: StageContext) -> StageOutput:
     settings = context.settings
     result = context.read_output("retrain")
-    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    configure_mlflow(settings)
     metrics = {k: v for k, v in result.items() if k.endswith("_candidate") or k.endswith("_production")}
     with mlflow.start_run(run_id=result["mlflow_run_id"]):
         version = log_and_register(Path(result["candidate"]), settings.model_name, metrics)

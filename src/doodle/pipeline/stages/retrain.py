@@ -205,7 +205,7 @@ def tail_replay_dir(settings: Settings) -> Path | None:
 
 def run(context: StageContext) -> StageOutput:
     settings = context.settings
-    configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir)
+    configure_mlflow(settings)
     checkpoint = production_checkpoint(settings.model_name, settings.model_alias)
     net, old_categories, meta = load_checkpoint(checkpoint)
     source = SourceConfig.of(meta)
