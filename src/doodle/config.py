@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+LOCAL_UI_ORIGINS = ["http://localhost:9080", "http://127.0.0.1:9080"]
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", protected_namespaces=())
@@ -46,7 +48,9 @@ class Settings(BaseSettings):
     model_threads: int = Field(1, ge=0)  # torch threads of the model server; 0 keeps torch's default
     predict_max_batch: int = Field(32, ge=1, le=256)  # images per model-server call
     predict_max_in_flight: int = Field(1, ge=1, le=64)  # concurrent model-server calls
-    cors_origins: list[str] = ["http://localhost:9080", "http://127.0.0.1:9080"]
+    # Unset: the backend allows the local drawing UI, and the viewer's read-only GETs allow any origin
+    # (the original pipeline page reads them from elsewhere). Set: both allow only these origins.
+    cors_origins: list[str] | None = None
     max_request_bytes: int = Field(5_000_000, ge=1024)  # larger request bodies get a 413
     max_categories: int = Field(1000, ge=1)  # distinct labels the store accepts
     api_token: SecretStr | None = None  # when set, POST /save-image/ needs "Authorization: Bearer <token>"
@@ -54,6 +58,12 @@ class Settings(BaseSettings):
     # Drawing UI: the backend URL as the browser sees it.
     ui_backend_url: str = "http://localhost:8000"
     log_level: str = "INFO"
+
+    def backend_cors_origins(self) -> list[str]:
+        return list(LOCAL_UI_ORIGINS) if self.cors_origins is None else self.cors_origins
+
+    def viewer_cors_origins(self) -> list[str]:
+        return ["*"] if self.cors_origins is None else self.cors_origins
 
 
 def settings_under(root: Path, **overrides) -> Settings:

@@ -187,3 +187,19 @@ def test_viewer_serves_the_page_and_its_assets(viewer):
     assert "dashboard.js" in page.text and "style.css" in page.text
     assert viewer.get("/dashboard.js").status_code == 200
     assert viewer.get("/style.css").status_code == 200
+
+
+def test_viewer_answers_any_origin_by_default(viewer, runs_engine):
+    runs.create_run(runs_engine)
+    answer = viewer.get("/pipeline_runs", headers={"Origin": "http://elsewhere.example:9999"})
+    assert answer.status_code == 200
+    assert answer.headers["access-control-allow-origin"] == "*"
+
+
+def test_viewer_answers_only_listed_origins_when_cors_origins_is_set(viewer_settings, runs_engine):
+    restricted = viewer_settings.model_copy(update={"cors_origins": ["http://ops.example"]})
+    with TestClient(create_dashboard_app(restricted)) as client:
+        listed = client.get("/pipeline_runs", headers={"Origin": "http://ops.example"})
+        other = client.get("/pipeline_runs", headers={"Origin": "http://elsewhere.example"})
+    assert listed.headers["access-control-allow-origin"] == "http://ops.example"
+    assert "access-control-allow-origin" not in other.headers

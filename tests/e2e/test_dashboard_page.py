@@ -1,10 +1,14 @@
 """The pipeline viewer page in a real browser: a real viewer process reading the real PostgreSQL."""
 
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text, update
@@ -184,3 +188,38 @@ def test_viewer_page_shows_store_errors_until_the_store_answers(page, postgresql
         with admin.execution_options(isolation_level="AUTOCOMMIT").connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextmanager
+def static_site(folder: Path) -> Iterator[str]:
+    """`folder` served over HTTP on its own port: a page from another origin than the viewer."""
+    handler = partial(SimpleHTTPRequestHandler, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_page_from_another_origin_reads_the_runs(page, tmp_path):
+    """The original design's pipeline page is served elsewhere and fetches /pipeline_runs cross-origin."""
+    settings = settings_under(tmp_path)
+    engine = runs.connect(settings.database_url)
+    runs.init_db(engine)
+    run_id = runs.create_run(engine)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text(
+        "<pre id=out></pre><script>"
+        "fetch(new URLSearchParams(location.search).get('viewer') + '/pipeline_runs')"
+        ".then(r => r.json()).then(rows => out.textContent = 'runs ' + rows.map(r => r.run_id).join(','))"
+        ".catch(e => out.textContent = 'blocked ' + e);</script>"
+    )
+    with running_viewer(settings) as viewer_url, static_site(site) as site_url:
+        page.goto(f"{site_url}/index.html?viewer={viewer_url.rstrip('/')}")
+        page.wait_for_function("document.getElementById('out').textContent !== ''")
+        assert page.inner_text("#out") == f"runs {run_id}"
+    engine.dispose()

@@ -56,7 +56,7 @@ def create_app(settings: Settings, model_client: Predictor | None = None) -> Fas
     app.add_middleware(ErrorCountingMiddleware, metrics=metrics)
     app.add_middleware(
         CORSMiddleware,
-        allow_origins=settings.cors_origins,
+        allow_origins=settings.backend_cors_origins(),
         allow_methods=["GET", "POST"],
         allow_headers=["Content-Type", "Authorization"],
     )

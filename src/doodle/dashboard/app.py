@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
@@ -128,6 +129,8 @@ def create_dashboard_app(settings: Settings) -> FastAPI:
     app.state.registry = registry
     app.add_exception_handler(RunStoreUnavailableError, _store_unavailable)
     add_last_resort_handler(app)
+    # Read-only answers: the original design's pipeline page reads them from another origin.
+    app.add_middleware(CORSMiddleware, allow_origins=settings.viewer_cors_origins(), allow_methods=["GET"])
 
     @app.middleware("http")
     async def log_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

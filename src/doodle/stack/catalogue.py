@@ -136,13 +136,14 @@ def local_stack(settings: Settings, host: str, ports: Ports, watch_interval_s: f
         update={
             "mlflow_hosted_model_url": f"http://{host}:{ports.model}/invocations/",
             "ui_backend_url": f"http://{host}:{ports.api}",
-            "cors_origins": sorted(set(settings.cors_origins) | set(ui_origins)),
         }
     )
+    # Only the backend's list grows: the viewer keeps answering any origin unless CORS_ORIGINS is set.
+    backend_origins = sorted(set(settings.backend_cors_origins()) | set(ui_origins))
     return [
         mlflow_server(wired, host, ports.mlflow),
         model_server(wired, host, ports.model),
-        backend(wired, host, ports.api),
+        backend(wired.model_copy(update={"cors_origins": backend_origins}), host, ports.api),
         ui(wired, host, ports.ui),
         dashboard(wired, host, ports.dashboard),
         pipeline_watcher(wired, watch_interval_s),
