@@ -100,7 +100,8 @@ def _area_weights(length: int) -> np.ndarray:
     dst = np.arange(INK_SIDE, dtype=np.int64)[:, None]
     lo = np.maximum(INK_SIDE * src, length * dst)
     hi = np.minimum(INK_SIDE * (src + 1), length * (dst + 1))
-    return np.clip(hi - lo, 0, None)
+    weights: np.ndarray = np.clip(hi - lo, 0, None)
+    return weights
 
 
 def _round_div(numerator: np.ndarray, denominator: int | np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import threading
 
 import mlflow
 from mlflow.pyfunc import scoring_server
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from doodle.model.registry import alias_version
 
@@ -47,7 +47,7 @@ class HotSwapModelServer:
             except Exception:
                 logger.exception("model refresh failed; still serving version=%s", self.version)
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
         if scope["type"] == "http" and scope["path"] == "/model-version":
@@ -61,7 +61,7 @@ class HotSwapModelServer:
             raise RuntimeError(f"no model at models:/{self.name}@{self.alias}")
         await self._app(scope, receive, send)
 
-    async def _lifespan(self, receive, send) -> None:
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":

@@ -36,7 +36,7 @@ def load_category(path: Path) -> np.ndarray:
     return images
 
 
-def split_indices(n: int, split: str, val_fraction: float, test_fraction: float, seed: int):
+def split_indices(n: int, split: str, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
     """Indices of one split of n rows; the same seed always gives the same split."""
     order = np.random.default_rng(seed).permutation(n)
     n_test = math.ceil(n * test_fraction)

@@ -1,12 +1,16 @@
 """Accuracy reports: top-1/top-3 overall and per class, and a confusion matrix."""
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from doodle.model.data import Dataset, to_tensor
 from doodle.model.net import DoodleNet, eval_mode
+
+if TYPE_CHECKING:  # matplotlib loads only when a figure is drawn
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -45,7 +49,7 @@ def evaluate(net: DoodleNet, dataset: Dataset) -> EvalReport:
     return report_from_proba(predict_proba(net, dataset.images), dataset.labels, dataset.categories)
 
 
-def plot_confusion(report: EvalReport, categories: list[str]):
+def plot_confusion(report: EvalReport, categories: list[str]) -> "Figure":
     """A matplotlib figure of the row-normalised confusion matrix."""
     import matplotlib
 

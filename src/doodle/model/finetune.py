@@ -58,7 +58,7 @@ def extract_features(net: DoodleNet, images: np.ndarray, batch_size: int = 1024)
     return np.concatenate(chunks) if chunks else np.zeros((0, net.head.in_features), np.float32)
 
 
-def build_bank(net: DoodleNet, images: np.ndarray, labels: np.ndarray, split: np.ndarray) -> dict:
+def build_bank(net: DoodleNet, images: np.ndarray, labels: np.ndarray, split: np.ndarray) -> dict[str, torch.Tensor]:
     """A replay bank from already sampled images; `split` marks TRAIN or VAL rows."""
     return {
         "features": torch.from_numpy(extract_features(net, images)).half(),
@@ -67,7 +67,7 @@ def build_bank(net: DoodleNet, images: np.ndarray, labels: np.ndarray, split: np
     }
 
 
-def bank_part(bank: dict, split: int) -> FeatureSet:
+def bank_part(bank: dict[str, torch.Tensor], split: int) -> FeatureSet:
     keep = bank["split"].numpy() == split
     return FeatureSet(bank["features"].float().numpy()[keep], bank["labels"].numpy()[keep])
 

@@ -7,7 +7,8 @@ linear `head` from features to class logits. Retraining replaces only the head.
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import cast
+from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -90,7 +91,7 @@ def _shortcut(c_in: int, c_out: int, stride: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
 
 
-def _resnet_backbone(block: type[BasicBlock | Bottleneck], depths: list[int], width: int):
+def _resnet_backbone(block: type[BasicBlock | Bottleneck], depths: list[int], width: int) -> tuple[nn.Sequential, int]:
     """ResNet for 28x28: a 3x3 stem without max-pool, then four stages (28, 14, 7, 4)."""
     layers: list[nn.Module] = _conv_bn(1, width)
     c_in = width
@@ -171,7 +172,13 @@ def fuse_for_inference(net: DoodleNet) -> DoodleNet:
     return fused.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
-def save_checkpoint(path, net: DoodleNet, categories: list[str], replay: dict | None = None, **meta) -> None:
+def save_checkpoint(
+    path: str | Path,
+    net: DoodleNet,
+    categories: list[str],
+    replay: dict[str, torch.Tensor] | None = None,
+    **meta: Any,
+) -> None:
     """Save weights with the config that rebuilds the network, its label list and replay bank."""
     saved = {
         "net_config": net.config.to_dict(),
@@ -184,7 +191,7 @@ def save_checkpoint(path, net: DoodleNet, categories: list[str], replay: dict | 
     torch.save(saved, path)
 
 
-def load_checkpoint(path) -> tuple[DoodleNet, list[str], dict]:
+def load_checkpoint(path: str | Path) -> tuple[DoodleNet, list[str], dict[str, Any]]:
     """Rebuild the network in eval mode; returns (net, categories, meta)."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
     net = DoodleNet(NetConfig(**saved["net_config"]))
@@ -193,6 +200,6 @@ def load_checkpoint(path) -> tuple[DoodleNet, list[str], dict]:
     return net, saved["categories"], saved.get("meta", {})
 
 
-def load_replay(path) -> dict | None:
+def load_replay(path: str | Path) -> dict[str, torch.Tensor] | None:
     """The checkpoint's replay bank (see doodle.model.finetune), if it has one."""
     return torch.load(path, map_location="cpu", weights_only=True).get("replay")

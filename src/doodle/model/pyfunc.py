@@ -43,7 +43,7 @@ def _pixels_to_bitmap(values: np.ndarray, index: int) -> np.ndarray:
 _INPUTS_HINT = "inputs must be base64 strings, or an (n, 784) array of pixel values in 0-255"
 
 
-def _items(model_input: Any) -> list:
+def _items(model_input: Any) -> list[Any]:
     """Split any accepted input into one item per image."""
     if isinstance(model_input, pd.DataFrame):
         if model_input.shape[1] == PIXELS:

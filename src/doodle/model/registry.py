@@ -51,7 +51,7 @@ def _next_version(client: MlflowClient, name: str) -> int:
     return max((int(v.version) for v in versions), default=0) + 1
 
 
-def log_and_register(checkpoint: Path, name: str, metrics: dict | None = None) -> str:
+def log_and_register(checkpoint: Path, name: str, metrics: dict[str, float] | None = None) -> str:
     """Log `checkpoint` as a pyfunc model in the active run and register it; returns the version.
 
     The model records its own registry version, so every answer names the model it came from.

@@ -4,6 +4,7 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ from tqdm import tqdm
 from doodle.model.data import Dataset, augment, load_dataset, to_tensor
 from doodle.model.evaluate import EvalReport, evaluate, plot_confusion
 from doodle.model.finetune import TRAIN, VAL, build_bank
-from doodle.model.net import DoodleNet, NetConfig, fuse_for_inference, load_checkpoint, save_checkpoint
-from doodle.model.train_config import TrainConfig
+from doodle.model.net import DoodleNet, fuse_for_inference, load_checkpoint, save_checkpoint
+from doodle.model.train_config import NetConfig, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,9 @@ class TrainResult:
     test: EvalReport | None
 
 
-def _loader(dataset: Dataset, batch_size: int, generator: torch.Generator):
+def _loader(
+    dataset: Dataset, batch_size: int, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     order = torch.randperm(len(dataset), generator=generator).numpy()
     for start in range(0, len(order), batch_size):
         picked = order[start : start + batch_size]
@@ -48,7 +51,7 @@ def sample_per_class(dataset: Dataset, per_class: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picks))
 
 
-def replay_bank(net: DoodleNet, train_set: Dataset, val_set: Dataset, config: TrainConfig) -> dict:
+def replay_bank(net: DoodleNet, train_set: Dataset, val_set: Dataset, config: TrainConfig) -> dict[str, torch.Tensor]:
     """Features of a per-class sample of the train and val splits, for later head retraining."""
     train_rows = sample_per_class(train_set, config.replay_train_per_class, config.seed)
     val_rows = sample_per_class(val_set, config.replay_val_per_class, config.seed)
