@@ -1,7 +1,7 @@
 """Where a server's time goes, from a py-spy raw profile.
 
-Record one while bench/predict.py runs (py-spy is not a project dependency):
-    py-spy record --pid PID --duration 12 --rate 200 --native --format raw --output backend.txt
+Record one while bench/predict.py runs (py-spy is not a project dependency; see bench/README.md):
+    .venv/bin/py-spy record --pid PID --duration 12 --rate 200 --native --format raw --output backend.txt
 Then: .venv/bin/python bench/profile_summary.py backend.txt [--thread "Server.run"] [--top 30]
 
 Samples whose innermost frame waits (epoll, a queue, a condition) count as idle. The rest are busy;
