@@ -81,6 +81,7 @@ def test_normalize_drawing_keeps_aspect_and_centres_short_side():
     assert abs((rows[0] + rows[-1]) / 2 - 13.5) <= 0.5
 
 
+@pytest.mark.integration
 def test_normalize_drawing_is_identity_on_quick_draw_bitmaps(quickdraw_test):
     bitmaps = quickdraw_test.images[::50].reshape(-1, 28, 28)
     unchanged = [np.abs(normalize_drawing(b).astype(int) - b).max() <= 1 for b in bitmaps]

@@ -9,16 +9,19 @@ from PIL import Image
 
 from doodle.api.app import create_app
 from doodle.config import settings_under
+from tests.utils.drawings import synthetic_images
 from tests.utils.fakes import FakeModelClient
 from tests.utils.images import b64
+
+DRAWINGS = synthetic_images(40)
 
 
 def all_files(root):
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-def test_save_image_stores_normalised_png(api_client, settings, quickdraw_test):
-    answer = api_client.post("/save-image/", json={"image": b64(quickdraw_test.images[0]), "category": "Smiley Face"})
+def test_save_image_stores_normalised_png(api_client, settings):
+    answer = api_client.post("/save-image/", json={"image": b64(DRAWINGS[0]), "category": "Smiley Face"})
     assert answer.status_code == 200
     body = answer.json()
     assert body["message"] == "Image saved successfully"
@@ -33,8 +36,8 @@ def test_save_image_stores_normalised_png(api_client, settings, quickdraw_test):
     "category",
     ["../../etc", "..", "/tmp/x", "cat/../../x", "a\\b", "cat\x00", "%2e%2e", "кот", "", "x" * 65, "..."],
 )
-def test_save_image_rejects_path_escape_and_bad_names(api_client, settings, quickdraw_test, category):
-    answer = api_client.post("/save-image/", json={"image": b64(quickdraw_test.images[0]), "category": category})
+def test_save_image_rejects_path_escape_and_bad_names(api_client, settings, category):
+    answer = api_client.post("/save-image/", json={"image": b64(DRAWINGS[0]), "category": category})
     assert answer.status_code == 400
     assert "category" in answer.json()["detail"]
     written = [p for p in all_files(settings.var_dir) if "logs" not in p.parts]
@@ -48,11 +51,11 @@ def test_save_image_rejects_bad_image_and_writes_nothing(api_client, settings, i
     assert all_files(settings.img_data_location) == []
 
 
-def test_save_image_parallel_saves_give_one_file_each(api_client, settings, quickdraw_test):
+def test_save_image_parallel_saves_give_one_file_each(api_client, settings):
     count = 40
 
     def save(i):
-        return api_client.post("/save-image", json={"image": b64(quickdraw_test.images[i]), "category": "cat"})
+        return api_client.post("/save-image", json={"image": b64(DRAWINGS[i]), "category": "cat"})
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(save, range(count)))
@@ -62,8 +65,8 @@ def test_save_image_parallel_saves_give_one_file_each(api_client, settings, quic
     assert len({a.json()["filename"] for a in answers}) == count
 
 
-def test_api_token_guards_saves_only_when_set(tmp_path, quickdraw_test):
-    image = {"image": b64(quickdraw_test.images[0]), "category": "cat"}
+def test_api_token_guards_saves_only_when_set(tmp_path):
+    image = {"image": b64(DRAWINGS[0]), "category": "cat"}
     protected = settings_under(tmp_path / "protected", api_token="s3cret-token")
     with TestClient(create_app(protected, model_client=FakeModelClient())) as backend:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret-token"}):
