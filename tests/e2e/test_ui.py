@@ -58,29 +58,65 @@ def clear_drawings(quickdraw_test) -> dict[str, np.ndarray]:
     return picked
 
 
-def centre_line_strokes(bitmap: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-    """A Quick Draw bitmap as short strokes joining neighbouring core pixels."""
+Point = tuple[int, int]
+
+
+def centre_line_paths(bitmap: np.ndarray) -> list[list[Point]]:
+    """A Quick Draw bitmap as pen paths along its core pixels, each link between neighbouring core
+    pixels drawn once. Long paths instead of one stroke per link: the same ink for far fewer mouse events."""
     core = bitmap > CORE
-    strokes = []
+    links: dict[Point, set[Point]] = {}
     for y, x in zip(*np.nonzero(core), strict=True):
-        neighbours = [(y + dy, x + dx) for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1))]
-        linked = [(ny, nx) for ny, nx in neighbours if 0 <= ny < 28 and 0 <= nx < 28 and core[ny, nx]]
-        strokes += [((x, y), (nx, ny)) for ny, nx in linked] or [((x, y), (x, y))]
-    return strokes
+        links.setdefault((int(x), int(y)), set())
+        for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+            ny, nx = int(y) + dy, int(x) + dx
+            if 0 <= ny < 28 and 0 <= nx < 28 and core[ny, nx]:
+                links[(int(x), int(y))].add((nx, ny))
+                links.setdefault((nx, ny), set()).add((int(x), int(y)))
+    paths = [[pixel] for pixel, linked in sorted(links.items()) if not linked]  # lone dots
+    for start in sorted(links):
+        while links[start]:
+            path, current = [start], start
+            while links[current]:
+                following = min(links[current])
+                links[current].discard(following)
+                links[following].discard(current)
+                path.append(following)
+                current = following
+            paths.append(path)
+    return paths
 
 
-def trace(page, bitmap: np.ndarray, strokes: list | None = None) -> None:
-    """Draw the bitmap's ink on the canvas with the mouse."""
+def split_in_two(paths: list[list[Point]]) -> tuple[list[list[Point]], list[list[Point]]]:
+    """The paths cut where half of the pen's points are drawn."""
+    half = sum(len(path) for path in paths) // 2
+    first, second, done = [], [], 0
+    for path in paths:
+        if done >= half:
+            second.append(path)
+        elif done + len(path) <= half:
+            first.append(path)
+        else:
+            cut = half - done
+            first.append(path[: cut + 1])
+            second.append(path[cut:])
+        done += len(path)
+    return first, second
+
+
+def trace(page, paths: list[list[Point]]) -> None:
+    """Draw the paths on the canvas with the mouse, one pen stroke each."""
     box = page.locator("#canvas").bounding_box()
     cell = box["width"] / 28
 
-    def at(point):
+    def at(point: Point) -> tuple[float, float]:
         return box["x"] + (point[0] + 0.5) * cell, box["y"] + (point[1] + 0.5) * cell
 
-    for start, end in strokes if strokes is not None else centre_line_strokes(bitmap):
-        page.mouse.move(*at(start))
+    for path in paths:
+        page.mouse.move(*at(path[0]))
         page.mouse.down()
-        page.mouse.move(*at(end), steps=2)
+        for point in path[1:]:
+            page.mouse.move(*at(point))
         page.mouse.up()
 
 
@@ -112,10 +148,10 @@ def test_live_guess_shows_the_right_label_while_drawing(page, live, clear_drawin
     open_ui(page, live)
     for name, bitmap in clear_drawings.items():
         page.click("#clear")
-        strokes = centre_line_strokes(bitmap)
-        trace(page, bitmap, strokes[: len(strokes) // 2])
+        first_half, second_half = split_in_two(centre_line_paths(bitmap))
+        trace(page, first_half)
         page.wait_for_selector("#guesses li[data-label]", timeout=10_000)  # a guess while still drawing
-        trace(page, bitmap, strokes[len(strokes) // 2 :])
+        trace(page, second_half)
         page.wait_for_selector(f"#guesses li[data-label={name}]", timeout=10_000)
         bars = page.locator("#guesses li[data-label]")
         assert bars.count() == 3
@@ -123,8 +159,8 @@ def test_live_guess_shows_the_right_label_while_drawing(page, live, clear_drawin
             page.wait_for_load_state("networkidle")
             page.screenshot(path=str(screenshots / "drawing-ui.png"))
     assert most_in_flight == 1
-    total_strokes = sum(len(centre_line_strokes(b)) for b in clear_drawings.values())
-    assert 0 < sent < total_strokes / 2  # debounced, not one request per stroke
+    pen_moves = sum(len(path) for b in clear_drawings.values() for path in centre_line_paths(b))
+    assert 0 < sent < pen_moves / 2  # debounced, not one request per pen move
     assert page.dialogs == []
 
 
@@ -137,7 +173,7 @@ def test_browser_bytes_equal_python_normalisation(page, live, clear_drawings):
             box = page.locator("#canvas").bounding_box()
             page.mouse.click(box["x"] + 40, box["y"] + 60)
         else:
-            trace(page, bitmap)
+            trace(page, centre_line_paths(bitmap))
         raster = page.evaluate(
             "() => { const r = window.doodle.raster();"
             " return {width: r.width, height: r.height, pixels: Array.from(r.pixels)}; }"
@@ -150,7 +186,7 @@ def test_browser_bytes_equal_python_normalisation(page, live, clear_drawings):
 
 def test_correcting_a_label_saves_the_png_under_its_category(page, live, clear_drawings):
     open_ui(page, live)
-    trace(page, clear_drawings["star"])
+    trace(page, centre_line_paths(clear_drawings["star"]))
     page.wait_for_selector("#guesses li[data-label]", timeout=10_000)
     assert page.locator("#categories option").count() >= 21
     page.fill("#category", "Shooting star")
@@ -164,7 +200,7 @@ def test_correcting_a_label_saves_the_png_under_its_category(page, live, clear_d
 
 def test_invalid_category_shows_the_backend_message_inline(page, live, clear_drawings):
     open_ui(page, live)
-    trace(page, clear_drawings["fish"])
+    trace(page, centre_line_paths(clear_drawings["fish"]))
     before = list_drawings(live.settings.img_data_location)
     page.fill("#category", "../../etc/passwd")
     page.click("#save")
