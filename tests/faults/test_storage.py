@@ -26,7 +26,12 @@ def small_disk(tmp_path):
     """A 256 KiB tmpfs, unmounted afterwards."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)], check=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)], capture_output=True)
+    if done.returncode != 0:  # e.g. root in a container without CAP_SYS_ADMIN
+        reason = f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
     yield mount_point
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
