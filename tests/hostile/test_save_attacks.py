@@ -165,6 +165,14 @@ def test_save_accepts_long_thin_drawing_at_the_side_limit(api_client):
     assert [p.name for p in everything_under(store_of(api_client)) if p.is_dir()] == ["line"]
 
 
+def assert_refused_as_too_large(api_client, answer) -> None:
+    """A 413 whose JSON names the limit, and nothing stored."""
+    assert answer.status_code == 413
+    message = error_message(answer)
+    assert "too large" in message and f"{api_client.app.state.settings.max_request_bytes} bytes" in message
+    assert everything_under(store_of(api_client)) == []
+
+
 @pytest.mark.parametrize("path", ["/save-image/", "/invocations/"])
 @pytest.mark.parametrize(
     "body",
@@ -174,13 +182,8 @@ def test_save_accepts_long_thin_drawing_at_the_side_limit(api_client):
     ],
 )
 def test_body_over_the_cap_gets_413_naming_the_limit_and_writes_nothing(api_client, path, body):
-    limit = api_client.app.state.settings.max_request_bytes
-    assert len(body) > limit
-    answer = post_raw(api_client, path, body)
-    assert answer.status_code == 413
-    message = error_message(answer)
-    assert "too large" in message and f"{limit} bytes" in message
-    assert everything_under(store_of(api_client)) == []
+    assert len(body) > api_client.app.state.settings.max_request_bytes
+    assert_refused_as_too_large(api_client, post_raw(api_client, path, body))
 
 
 @pytest.mark.parametrize("path", ["/save-image/", "/invocations/"])
@@ -188,11 +191,7 @@ def test_streamed_body_over_the_cap_gets_413_and_writes_nothing(api_client, path
     """A chunked body declares no length: the bytes are counted as they arrive."""
     limit = api_client.app.state.settings.max_request_bytes
     chunks = (b"\x00" * 100_000 for _ in range(limit // 100_000 + 10))
-    answer = post_raw(api_client, path, chunks)
-    assert answer.status_code == 413
-    message = error_message(answer)
-    assert "too large" in message and f"{limit} bytes" in message
-    assert everything_under(store_of(api_client)) == []
+    assert_refused_as_too_large(api_client, post_raw(api_client, path, chunks))
 
 
 # --- malformed JSON ---------------------------------------------------------------------------------------------
