@@ -171,7 +171,7 @@ def print_services(services: list[Service]) -> None:
     for service in services:
         state = "healthy" if is_healthy(service) else "NOT HEALTHY"
         print(f"  {service.name:<{width}}  {service.url:<40}  {state}")  # noqa: T201
-    print("All services are up. Press Ctrl-C to stop.")  # noqa: T201
+    print("All services are up. Press Ctrl-C to stop.", flush=True)  # noqa: T201  shown at once in a pipe or file
 
 
 def cmd_run(args: argparse.Namespace) -> int:

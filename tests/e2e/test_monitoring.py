@@ -105,6 +105,15 @@ def scraping(root: Path, addresses: dict[str, str]) -> Service:
     return prometheus(required_tool("prometheus"), config, root / "tsdb", HOST, free_port())
 
 
+def root_file_system_type() -> str:
+    found = ""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        _, mount_point, fs_type, *_ = line.split()
+        if mount_point == "/":
+            found = fs_type
+    return found
+
+
 @pytest.fixture(scope="module")
 def monitored(model_server, quickdraw_test, tmp_path_factory):
     """Prometheus watching a backend, a pipeline viewer and a node exporter after real use; yields its URL."""
@@ -165,6 +174,8 @@ def test_prometheus_scrapes_every_target_including_the_model_servers_ping(monito
 
 @pytest.mark.parametrize("query", dashboard_queries(), ids=lambda query: query.source)
 def test_dashboard_query_returns_data(monitored, query: Query):
+    if 'mountpoint="/"' in query.expr and root_file_system_type() == "overlay":
+        pytest.skip("/ is a container's overlay, which the node exporter leaves out of its file systems")
     assert instant(monitored, query.expr), f"{query.source}: no data"
 
 
