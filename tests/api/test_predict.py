@@ -1,6 +1,7 @@
 """POST /invocations/, GET /health and GET /categories: the backend's rules against a fake model server,
 and the design's contract end to end against a real `mlflow models serve` process (e2e)."""
 
+import asyncio
 import base64
 import time
 
@@ -10,6 +11,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from doodle.api.app import create_app
+from doodle.api.routes import predict as predict_route
 from doodle.config import settings_under
 from doodle.stack.supervisor import stop
 from tests.utils.images import b64, drawing, png_b64
@@ -53,6 +55,32 @@ def test_predict_sends_28x28_images_as_raw_bytes_and_larger_ones_unchanged(api_c
     assert api_client.post("/invocations/", json={"inputs": [small_png, large_png]}).status_code == 200
 
     assert fake_model.calls == [[b64(drawing()), large_png]]
+
+
+def on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def test_predict_decodes_images_outside_the_event_loop(api_client, monkeypatch):
+    """Images can take milliseconds to decode: meanwhile the backend keeps answering other requests."""
+    decoded_on_loop = []
+    decode = predict_route.decode_image
+
+    def recording_decode(image: str) -> np.ndarray:
+        decoded_on_loop.append(on_event_loop())
+        return decode(image)
+
+    monkeypatch.setattr(predict_route, "decode_image", recording_decode)
+    canvas = np.kron(drawing(), np.ones((20, 20), np.uint8))  # 560x560, like the drawing page's canvas
+
+    assert api_client.post("/invocations/", json={"inputs": png_b64(canvas)}).status_code == 200
+    assert api_client.post("/invocations/", json={"inputs": b64(drawing())}).status_code == 200
+
+    assert decoded_on_loop == [False, True]  # the design's 784 raw bytes decode in place, in microseconds
 
 
 @pytest.mark.parametrize(
