@@ -14,8 +14,12 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends git \
     && rm -rf /var/lib/apt/lists/*
 
-# The CPU build of torch first, so that `pip install .` keeps it instead of pulling CUDA.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+# The CPU build of torch first, so that `pip install .` keeps it instead of pulling CUDA. Behind a
+# mirror or proxy: --build-arg TORCH_INDEX_URL=<its copy of the CPU wheels> and PIP_INDEX_URL=<its
+# PyPI>; torch's own dependencies and everything else come from PIP_INDEX_URL.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG PIP_INDEX_URL=https://pypi.org/simple
+RUN pip install --index-url "$TORCH_INDEX_URL" --extra-index-url "$PIP_INDEX_URL" torch==2.13.0
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
