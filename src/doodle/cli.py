@@ -57,13 +57,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from doodle.categories import InvalidCategoryError, normalize_category
-    from doodle.model.fetch import FetchError, checkpoint_categories, fetch
+    from doodle.model.fetch import FetchError, fetch
 
     settings = get_settings()
     out = args.out or settings.var_dir / "quickdraw"
     try:
         categories = [normalize_category(name) for name in args.categories]
         if not categories:
+            from doodle.model.net import checkpoint_categories
             from doodle.model.registry import bundled_checkpoint
 
             categories = checkpoint_categories(bundled_checkpoint())

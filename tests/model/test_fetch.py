@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from doodle.model.data import list_categories, load_dataset
-from doodle.model.fetch import AVAILABLE_ROWS, FetchError, category_url, checkpoint_categories, fetch
-from doodle.model.net import DoodleNet, NetConfig, load_checkpoint, save_checkpoint
+from doodle.model.fetch import AVAILABLE_ROWS, FetchError, category_url, fetch
+from doodle.model.net import DoodleNet, NetConfig, checkpoint_categories, load_checkpoint, save_checkpoint
 from doodle.model.registry import bundled_checkpoint
 from tests.utils.drawings import synthetic_images
 from tests.utils.network import free_port

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
@@ -36,7 +37,7 @@ def load_category(path: Path) -> np.ndarray:
     return images
 
 
-def split_indices(n: int, split: str, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
+def split_indices(n: int, split: str, val_fraction: float, test_fraction: float, seed: int) -> npt.NDArray[np.int64]:
     """Indices of one split of n rows; the same seed always gives the same split."""
     order = np.random.default_rng(seed).permutation(n)
     n_test = math.ceil(n * test_fraction)

@@ -8,16 +8,12 @@ The rows each category's file holds are recorded in `.available_rows.json` in th
 folder, so a category with fewer rows than asked for counts as fetched in full next time.
 """
 
-import collections
 import io
 import json
 import logging
-import pickle
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -147,32 +143,3 @@ def _read_available(out_dir: Path) -> dict[str, int]:
     if not path.exists():
         return {}
     return {str(category): int(rows) for category, rows in json.loads(path.read_text()).items()}
-
-
-class _TensorlessUnpickler(pickle.Unpickler):
-    """Reads a torch checkpoint's pickle with every tensor left out, so neither torch nor the weights load."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) == ("collections", "OrderedDict"):
-            return collections.OrderedDict
-        if module == "torch" or module.startswith("torch."):
-            return _left_out
-        raise pickle.UnpicklingError(f"unexpected {module}.{name} in a checkpoint")
-
-    def persistent_load(self, pid: Any) -> None:
-        return None  # a tensor's storage, kept outside the pickle
-
-
-def _left_out(*args: object) -> None:
-    return None
-
-
-def checkpoint_categories(checkpoint: Path) -> list[str]:
-    """The category list saved in a checkpoint (see `doodle.model.net.save_checkpoint`), read cheaply.
-
-    A checkpoint is a zip holding `<name>/data.pkl` and one file per tensor; only the small pickle is read.
-    """
-    with zipfile.ZipFile(checkpoint) as archive:
-        (pickled,) = [name for name in archive.namelist() if name.endswith("/data.pkl")]
-        saved = _TensorlessUnpickler(io.BytesIO(archive.read(pickled))).load()
-    return [str(category) for category in saved["categories"]]

@@ -200,6 +200,12 @@ def load_checkpoint(path: str | Path) -> tuple[DoodleNet, list[str], dict[str, A
     return net, saved["categories"], saved.get("meta", {})
 
 
+def checkpoint_categories(path: str | Path) -> list[str]:
+    """The checkpoint's category list, without building the network: its tensors stay memory-mapped, unread."""
+    categories: list[str] = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["categories"]
+    return categories
+
+
 def load_replay(path: str | Path) -> dict[str, torch.Tensor] | None:
     """The checkpoint's replay bank (see doodle.model.finetune), if it has one."""
     return torch.load(path, map_location="cpu", weights_only=True).get("replay")

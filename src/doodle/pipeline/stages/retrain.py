@@ -183,15 +183,13 @@ def retrain_tail(
 
 
 def user_split(n: int, split: int) -> Indices:
-    picked: Indices = split_indices(n, "train" if split == TRAIN else "val", VAL_FRACTION, 0.0, 0)
-    return picked
+    return split_indices(n, "train" if split == TRAIN else "val", VAL_FRACTION, 0.0, 0)
 
 
 def base_split(n: int, split: int, source: SourceConfig) -> Indices:
     """Rows of one of the base model's own splits, as its training drew them."""
     name = "train" if split == TRAIN else "val"
-    picked: Indices = split_indices(n, name, source.val_fraction, source.test_fraction, source.split_seed)
-    return picked
+    return split_indices(n, name, source.val_fraction, source.test_fraction, source.split_seed)
 
 
 def tail_replay_dir(settings: Settings) -> Path | None:
