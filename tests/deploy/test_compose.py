@@ -23,7 +23,10 @@ SERVICES = {
     "model-server",
     "node-exporter",
     "pipeline-watcher",
+    "bootstrap",
+    "load-balancer",
 }
+SCALED = {"fastapi-backend", "model-server"}
 SECRETS = {"GRAFANA_ADMIN_PASSWORD": "grafana-test-secret", "POSTGRES_PASSWORD": "postgres-test-secret"}
 DASHBOARDS = {"api.json", "model.json", "system.json", "pipeline.json"}
 
@@ -75,7 +78,25 @@ def test_compose_config_fails_clearly_without_a_secret(tmp_path, secret):
 def test_compose_lists_every_service_with_a_healthcheck(raw):
     assert set(raw["services"]) == SERVICES
     for name, service in raw["services"].items():
+        if service.get("restart") == "no":  # a one-shot job: its exit status is its health
+            assert name == "bootstrap"
+            continue
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+
+
+def test_compose_scaled_services_publish_no_port_and_the_load_balancer_fronts_them(resolved):
+    services = resolved["services"]
+    for name in SCALED:
+        assert "ports" not in services[name], f"{name} publishes a port, so --scale would collide on it"
+    published = {
+        str(port["published"]) if isinstance(port, dict) else port.split(":")[-2]
+        for port in services["load-balancer"]["ports"]
+    }
+    assert published == {"8000", "5002"}
+    haproxy = (REPO / "deploy" / "haproxy" / "haproxy.cfg").read_text()
+    assert re.search(r"server-template \S+ \d+-\d+ fastapi-backend:8000", haproxy)
+    assert re.search(r"server-template \S+ \d+-\d+ model-server:5002", haproxy)
+    assert services["model-server"]["depends_on"]["bootstrap"]["condition"] == "service_completed_successfully"
 
 
 def test_compose_images_are_pinned(raw):
@@ -131,9 +152,9 @@ def test_compose_keeps_state_in_named_volumes(resolved):
 def test_compose_wires_the_services_together(resolved):
     services = resolved["services"]
     backend = services["fastapi-backend"]["environment"]
-    assert backend["MLFLOW_HOSTED_MODEL_URL"] == "http://model-server:5002/invocations/"
+    assert backend["MLFLOW_HOSTED_MODEL_URL"] == "http://load-balancer:5002/invocations/"
     assert backend["IMG_DATA_LOCATION"] == services["pipeline-watcher"]["environment"]["IMG_DATA_LOCATION"]
-    for name in ("model-server", "pipeline-watcher"):
+    for name in ("bootstrap", "model-server", "pipeline-watcher"):
         assert services[name]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     expected_url = f"postgresql+psycopg://doodle:{SECRETS['POSTGRES_PASSWORD']}@postgres:5432/doodle"
     for name in ("pipeline-viewer", "pipeline-watcher"):
