@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from doodle.config import Settings, settings_env, settings_under
@@ -103,6 +104,46 @@ def scraping(root: Path, addresses: dict[str, str]) -> Service:
     """Prometheus on a free port with the shipped config and alerts, aimed at `addresses` (job -> host:port)."""
     config = write_config(root, addresses)
     return prometheus(required_tool("prometheus"), config, root / "tsdb", HOST, free_port())
+
+
+def scraping_replicas(root: Path, targets: dict[str, list[str]]) -> Service:
+    """Prometheus with the shipped config and alerts, each job of `targets` scraping the addresses listed
+    (none: the job has no targets), as DNS service discovery finds every replica of a service."""
+    config = write_config(root, {job: f"{HOST}:{free_port()}" for job in SHIPPED_TARGETS})
+    raw = yaml.safe_load(config.read_text())
+    for job in raw["scrape_configs"]:
+        if job["job_name"] in targets:
+            job["static_configs"] = [{"targets": targets[job["job_name"]]}] if targets[job["job_name"]] else []
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return prometheus(required_tool("prometheus"), config, root / "tsdb", HOST, free_port())
+
+
+def active_alerts(prometheus: str) -> dict[tuple[str, str], str]:
+    """(alertname, instance or "") -> state of each pending or firing alert."""
+    answer = httpx.get(f"{prometheus}/api/v1/alerts", timeout=10).json()
+    return {
+        (alert["labels"]["alertname"], alert["labels"].get("instance", "")): alert["state"]
+        for alert in answer["data"]["alerts"]
+    }
+
+
+def wait_for_alerts(prometheus: str, expected: dict[tuple[str, str], str], absent: set[str]) -> None:
+    """Wait until every `expected` alert is in its state and none of the `absent` alert names is active."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        states = active_alerts(prometheus)
+        named = {name for name, _ in states}
+        if expected.items() <= states.items() and not named & absent:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"expected {expected} and none of {absent}, got {states}")
+        time.sleep(1)
+
+
+def panel_value(prometheus: str, source: str) -> float:
+    (query,) = [query for query in dashboard_queries() if query.source == source]
+    (sample,) = instant(prometheus, query.expr)
+    return float(sample["value"][1])
 
 
 def root_file_system_type() -> str:
@@ -215,3 +256,30 @@ def test_backend_down_alert_goes_pending_when_the_backend_stops(model_server, tm
                 return
             time.sleep(1)
     pytest.fail(f"BackendDown never went pending: {states}")
+
+
+def test_replica_alerts_and_panels_follow_the_replicas_up(model_server, tmp_path):
+    """As DNS service discovery finds them: two backend replicas of which one does not answer, and no model
+    server or pipeline viewer at all. Then the last backend stops."""
+    settings = settings_under(tmp_path / "var", mlflow_hosted_model_url=model_server)
+    api = backend(settings, HOST, free_port())
+    live, dead = urlsplit(api.url).netloc, f"{HOST}:{free_port()}"  # nothing listens on dead
+    scraper = scraping_replicas(tmp_path, {"backend": [live, dead], "model-server": [], "pipeline": [], "node": []})
+    with running([api, scraper], settings.log_dir):
+        wait_for_alerts(
+            scraper.url,
+            {
+                ("BackendReplicaDown", dead): "pending",
+                ("ModelServerDown", ""): "pending",
+                ("PipelineViewerDown", ""): "pending",
+            },
+            absent={"BackendDown", "ModelServerReplicaDown"},
+        )
+        assert ("BackendReplicaDown", live) not in active_alerts(scraper.url)
+        assert panel_value(scraper.url, "api.json/Backend replicas up/A") == 1
+        assert panel_value(scraper.url, "api.json/Model server replicas up/A") == 0
+        assert panel_value(scraper.url, "api.json/Pipeline viewer/A") == 0
+
+        stop([api])
+        wait_for_alerts(scraper.url, {("BackendDown", ""): "pending"}, absent={"BackendReplicaDown"})
+        assert panel_value(scraper.url, "api.json/Backend replicas up/A") == 0
