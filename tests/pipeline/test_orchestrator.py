@@ -10,7 +10,7 @@ import pytest
 
 from doodle.config import settings_env, settings_under
 from doodle.pipeline import runs
-from doodle.pipeline.orchestrator import PipelineBusyError, run_lock, run_pipeline
+from doodle.pipeline.orchestrator import PipelineBusyError, file_lock, run_pipeline
 from doodle.pipeline.stages import STAGES, Status
 from tests.utils.drawings import save_drawings, stored_rows, synthetic_images
 
@@ -46,7 +46,7 @@ def test_failed_stage_fails_the_rest_and_halts(tmp_path, database_url):
 
 def test_second_run_is_refused_while_one_is_active(tmp_path):
     settings = settings_under(tmp_path)
-    with run_lock(settings.pipeline_dir):
+    with file_lock(settings.pipeline_dir):
         with pytest.raises(PipelineBusyError, match="another pipeline run is active"):
             run_pipeline(settings, runs.connect(settings.database_url))
 

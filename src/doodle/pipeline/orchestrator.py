@@ -4,14 +4,16 @@ import fcntl
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from doodle.config import Settings, settings_env
 from doodle.drawings import list_drawings
@@ -27,8 +29,28 @@ class PipelineBusyError(RuntimeError):
     """Another pipeline run holds the lock."""
 
 
+# PostgreSQL run stores take the run lock as pg_try_advisory_lock(RUN_LOCK_KEY, hashtext(current_schema())):
+# one lock per run store, shared by every machine using it, and independent between schemas of one database.
+RUN_LOCK_KEY = 0x646F6F64  # "dood"
+_LOCK_KEYS = "CAST(:key AS integer), hashtext(current_schema())"
+_LOCK_HOLDER = text(
+    "SELECT a.application_name, a.client_addr FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND l.classid = CAST(:key AS integer)::oid AND l.objid = hashtext(current_schema())::oid"
+)
+
+
 @contextmanager
-def run_lock(pipeline_dir: Path) -> Iterator[None]:
+def run_lock(settings: Settings, engine: Engine) -> Iterator[None]:
+    """One pipeline run at a time: in PostgreSQL for a PostgreSQL run store, else a file lock in PIPELINE_DIR."""
+    lock = advisory_lock(engine) if engine.dialect.name == "postgresql" else file_lock(settings.pipeline_dir)
+    with lock:
+        yield
+
+
+@contextmanager
+def file_lock(pipeline_dir: Path) -> Iterator[None]:
     """An exclusive lock the kernel releases when its holder dies, even by SIGKILL."""
     pipeline_dir.mkdir(parents=True, exist_ok=True)
     path = pipeline_dir / "run.lock"
@@ -44,6 +66,35 @@ def run_lock(pipeline_dir: Path) -> Iterator[None]:
         handle.write(str(os.getpid()))
         handle.flush()
         yield
+
+
+@contextmanager
+def advisory_lock(engine: Engine) -> Iterator[None]:
+    """A session lock on a connection kept for the run; PostgreSQL releases it when that connection dies."""
+    keys = {"key": RUN_LOCK_KEY}
+    with runs._answering("take the run lock"):
+        connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    with connection:
+        with runs._answering("take the run lock"):
+            if not connection.execute(text(f"SELECT pg_try_advisory_lock({_LOCK_KEYS})"), keys).scalar_one():
+                raise PipelineBusyError(
+                    f"another pipeline run is active ({_lock_holder(connection)}); try again when it ends"
+                )
+            name = f"doodle pipeline on {socket.gethostname()} pid {os.getpid()}"  # what _lock_holder shows others
+            connection.execute(text("SELECT set_config('application_name', :name, false)"), {"name": name})
+        try:
+            yield
+        finally:
+            # Fails only when the connection died, which released the lock already.
+            with suppress(SQLAlchemyError):
+                connection.execute(text(f"SELECT pg_advisory_unlock({_LOCK_KEYS})"), keys)
+
+
+def _lock_holder(connection: Connection) -> str:
+    row = connection.execute(_LOCK_HOLDER, {"key": RUN_LOCK_KEY}).first()
+    if row is None:
+        return "holder unknown"  # it has just released the lock
+    return f"{row.application_name or 'unnamed client'} at {row.client_addr or 'a local socket'}"
 
 
 # Interrupted in one of these, a run had converted drawings that no model was then trained on.
@@ -96,7 +147,7 @@ def run_pipeline(settings: Settings, engine: Engine, report: Report = print) -> 
 
 
 def _run(settings: Settings, engine: Engine, report: Report) -> int:
-    with run_lock(settings.pipeline_dir):
+    with run_lock(settings, engine):
         runs.init_db(engine)
         redo = close_interrupted_runs(engine)
         run_id = runs.create_run(engine)
