@@ -72,10 +72,10 @@ def file_lock(pipeline_dir: Path) -> Iterator[None]:
 def advisory_lock(engine: Engine) -> Iterator[None]:
     """A session lock on a connection kept for the run; PostgreSQL releases it when that connection dies."""
     keys = {"key": RUN_LOCK_KEY}
-    with runs._answering("take the run lock"):
+    with runs.answering("take the run lock"):
         connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     with connection:
-        with runs._answering("take the run lock"):
+        with runs.answering("take the run lock"):
             if not connection.execute(text(f"SELECT pg_try_advisory_lock({_LOCK_KEYS})"), keys).scalar_one():
                 raise PipelineBusyError(
                     f"another pipeline run is active ({_lock_holder(connection)}); try again when it ends"

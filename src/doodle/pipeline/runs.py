@@ -51,7 +51,7 @@ class RunStoreUnavailableError(RuntimeError):
 
 
 @contextmanager
-def _answering(action: str) -> Iterator[None]:
+def answering(action: str) -> Iterator[None]:
     try:
         yield
     except SQLAlchemyError as error:
@@ -199,19 +199,19 @@ def connect(database_url: str, connect_timeout_s: int | None = None) -> Engine:
 
 
 def init_db(engine: Engine) -> None:
-    with _answering("create the pipeline_runs table"):
+    with answering("create the pipeline_runs table"):
         metadata.create_all(engine)
 
 
 def check(engine: Engine) -> None:
     """Raise RunStoreUnavailableError unless the database answers a trivial query."""
-    with _answering("reach the database"), engine.connect() as connection:
+    with answering("reach the database"), engine.connect() as connection:
         connection.execute(text("SELECT 1"))
 
 
 def create_run(engine: Engine) -> int:
     """Insert a run with every stage waiting; returns its run_id."""
-    with _answering("create a run"), engine.begin() as connection:
+    with answering("create a run"), engine.begin() as connection:
         inserted = connection.execute(pipeline_runs.insert().values(start_time=now()).returning(pipeline_runs.c.run_id))
         run_id = int(inserted.scalar_one())
     logger.info("run created run_id=%d", run_id)
@@ -243,14 +243,14 @@ def set_not_triggered(engine: Engine, run_id: int) -> None:
 def _update(engine: Engine, run_id: int, values: dict[str, object], message: str | None, action: str) -> None:
     if message is not None:
         values["message"] = message[:MESSAGE_CHARS]
-    with _answering(action), engine.begin() as connection:
+    with answering(action), engine.begin() as connection:
         connection.execute(update(pipeline_runs).where(pipeline_runs.c.run_id == run_id).values(**values))
 
 
 def list_runs(engine: Engine, limit: int | None = None) -> list[Run]:
     """Runs newest first; [] before the pipeline has created the table."""
     query = select(pipeline_runs).order_by(pipeline_runs.c.run_id.desc()).limit(limit)
-    with _answering("read pipeline runs from the database"):
+    with answering("read pipeline runs from the database"):
         if not inspect(engine).has_table(pipeline_runs.name):
             return []
         with engine.connect() as connection:
