@@ -52,6 +52,7 @@ class RunStoreUnavailableError(RuntimeError):
 
 @contextmanager
 def answering(action: str) -> Iterator[None]:
+    """Turn a database error inside into RunStoreUnavailableError, saying which `action` failed."""
     try:
         yield
     except SQLAlchemyError as error:
