@@ -1,7 +1,7 @@
 """What the bench scripts share: real drawings, free ports, a self-started stack and simulated users.
 
-Not a script: bench/predict.py, bench/load.py and bench/soak.py import it as `common` (Python puts a
-script's own folder on sys.path).
+Not a script: bench/predict.py, bench/load.py, bench/soak.py and bench/capacity.py import it as
+`common` (Python puts a script's own folder on sys.path).
 """
 
 import asyncio
@@ -12,7 +12,7 @@ import signal
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,11 +111,10 @@ def percentile_ms(seconds: list[float], q: float) -> float:
 
 
 @dataclass
-class ServingStack:
-    settings: Settings
+class Endpoints:
+    """Where the simulated users send their requests: a backend's base URL."""
+
     backend_url: str
-    model_server: Service
-    backend: Service
 
     @property
     def predict_url(self) -> str:
@@ -126,12 +125,31 @@ class ServingStack:
         return f"{self.backend_url}/save-image/"
 
 
+@dataclass
+class ServingStack(Endpoints):
+    """A self-started stack: the backend's URL, the settings every service got and the services."""
+
+    settings: Settings
+    model_server: Service
+    backend: Service
+    extra: dict[str, Service] = field(default_factory=dict)  # by name: what `extra_services` added
+
+
 @contextmanager
-def serving_stack(root: Path, checkpoint: Path, **overrides) -> Iterator[ServingStack]:
+def serving_stack(
+    root: Path,
+    checkpoint: Path,
+    model_server_overrides: dict[str, object] | None = None,
+    extra_services: Callable[[Settings], list[Service]] | None = None,
+    **overrides,
+) -> Iterator[ServingStack]:
     """Register `checkpoint` at name@alias in a fresh MLflow store under `root`, start the project's model
     server (it follows the alias) and the backend on free ports; yields them, then stops both.
 
-    Both services get every setting (`settings_under(root, **overrides)`) through their environment.
+    Both services get every setting (`settings_under(root, **overrides)`) through their environment; the
+    model server's are further changed by `model_server_overrides` (e.g. another MLFLOW_TRACKING_URI, to
+    reach the same registry through a counting proxy). `extra_services(settings)` are started and
+    stopped with them (e.g. the pipeline viewer) and found by name in `ServingStack.extra`.
     """
     model_port, backend_port = free_ports(2)
     settings = settings_under(root, mlflow_hosted_model_url=f"http://{HOST}:{model_port}/invocations", **overrides)
@@ -139,11 +157,18 @@ def serving_stack(root: Path, checkpoint: Path, **overrides) -> Iterator[Serving
     version = bootstrap(settings.model_name, settings.model_alias, checkpoint)
     logger.info("registered %s@%s version %s from %s", settings.model_name, settings.model_alias, version, checkpoint)
 
-    served = model_server(settings, HOST, model_port)
+    served = model_server(settings.model_copy(update=model_server_overrides or {}), HOST, model_port)
     api = backend(settings, HOST, backend_port)
-    with running([served, api], settings.log_dir):
+    extra = extra_services(settings) if extra_services else []
+    with running([served, api, *extra], settings.log_dir):
         logger.info("model server %s, backend port %d: up", served.url, backend_port)
-        yield ServingStack(settings, f"http://{HOST}:{backend_port}", served, api)
+        yield ServingStack(
+            backend_url=f"http://{HOST}:{backend_port}",
+            settings=settings,
+            model_server=served,
+            backend=api,
+            extra={service.name: service for service in extra},
+        )
 
 
 @contextmanager
@@ -241,7 +266,7 @@ class Tally:
 
 async def draw_one(
     client: aiohttp.ClientSession,
-    urls: ServingStack,
+    urls: Endpoints,
     predictions: Feed,
     saves: Feed,
     tally: Tally,
