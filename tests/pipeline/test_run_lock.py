@@ -1,4 +1,4 @@
-"""The run lock of a PostgreSQL run store, taken by real `doodle pipeline run` processes on two "machines".
+"""The run lock of a PostgreSQL run store, taken by real `doodle pipeline run` and `watch` processes on two "machines".
 
 Each machine has its own local state, PIPELINE_DIR included, so only the shared run store can stop them.
 """
@@ -136,3 +136,36 @@ def test_an_unreachable_run_store_fails_the_run_cleanly_at_the_lock(tmp_path):
     assert process.returncode == 1, stderr
     assert "failed: run store unavailable: could not take the run lock (OperationalError)" in stderr
     assert "Traceback" not in stderr
+
+
+def pipeline_watch(settings) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "doodle.cli", "pipeline", "watch", "--interval", "0.2"],
+        env={**os.environ, **settings_env(settings)},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_two_watchers_sharing_the_drawings_run_the_pipeline_once(tmp_path, postgresql_url, store):
+    first_machine = machine(tmp_path, "a", postgresql_url)
+    second_machine = machine(tmp_path, "b", postgresql_url).model_copy(
+        update={"img_data_location": first_machine.img_data_location}  # one drawings volume, as in compose
+    )
+    save_drawings(first_machine.img_data_location, synthetic_images(3), "cat")
+
+    watchers = [pipeline_watch(first_machine), pipeline_watch(second_machine)]
+    try:
+        deadline = time.monotonic() + 120
+        while not ((found := runs.list_runs(store)) and found[0].status("retrain") is Status.FAILED):
+            assert time.monotonic() < deadline, "no watcher finished a run"
+            time.sleep(0.2)
+        time.sleep(2)  # both keep watching: the drawings are converted, nothing waits
+    finally:
+        for watcher in watchers:
+            kill(watcher)
+
+    assert len(runs.list_runs(store)) == 1, "both watchers ran the pipeline on the same drawings"
+    logs = [(settings.log_dir / "pipeline.log").read_text() for settings in (first_machine, second_machine)]
+    assert any("watch skipped: another pipeline run is active" in log for log in logs), logs
