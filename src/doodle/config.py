@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     model_alias: str = "production"
 
     # Retraining pipeline.
-    pipeline_dir: Path = Path("var/pipeline")  # run folders and the run lock
+    pipeline_dir: Path = Path("var/pipeline")  # run folders, and the run lock with a SQLite run store
     min_new_images: int = Field(10, ge=1)
     dvc_remote: str | None = None  # e.g. a folder or s3:// URL; none keeps data local
     gate_max_old_drop: float = Field(0.015, ge=0)  # promotion gate: old-class top-1 may drop this much
