@@ -218,6 +218,20 @@ def cmd_pipeline_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_rollback(args: argparse.Namespace) -> int:
+    from doodle.model.registry import NothingToRollBackError, configure_mlflow, rollback
+
+    settings = get_settings()
+    configure_mlflow(settings)
+    try:
+        current, previous = rollback(settings.model_name, settings.model_alias)
+    except NothingToRollBackError as error:
+        print(f"refused: {error}; nothing to roll back to", file=sys.stderr)  # noqa: T201
+        return 2
+    print(f"{settings.model_name}@{settings.model_alias}: version {current} -> {previous}")  # noqa: T201
+    return 0
+
+
 def cmd_pipeline_watch(args: argparse.Namespace) -> int:
     from doodle.pipeline import runs
     from doodle.pipeline.orchestrator import watch
@@ -279,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     watch = pipeline.add_parser("watch", help="run whenever enough new drawings wait")
     watch.add_argument("--interval", type=float, default=60.0, help="seconds between checks")
     watch.set_defaults(handler=cmd_pipeline_watch)
+
+    model = commands.add_parser("model", help="the deployed model").add_subparsers(dest="model_command", required=True)
+    model.add_parser(
+        "rollback", help="move the deployment alias back to the version it replaced (model servers follow)"
+    ).set_defaults(handler=cmd_model_rollback)
 
     serve = commands.add_parser("serve-model", help="serve name@alias, following the alias when it moves")
     _add_listen_flags(serve, DEFAULT_PORTS.model)

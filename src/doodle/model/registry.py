@@ -73,9 +73,35 @@ def log_and_register(checkpoint: Path, name: str, metrics: dict[str, float] | No
     return str(registered.version)
 
 
+REPLACES_TAG = "replaces"  # on a version the alias moved to: the version it moved from
+
+
+class NothingToRollBackError(RuntimeError):
+    """The alias is missing or points at the first version it ever served."""
+
+
 def set_alias(name: str, alias: str, version: str) -> None:
-    MlflowClient().set_registered_model_alias(name, alias, version)
-    logger.info("alias set name=%s alias=%s version=%s", name, alias, version)
+    """Move `name@alias` to `version`, recording on it the version it replaces, for `rollback`."""
+    client = MlflowClient()
+    previous = alias_version(name, alias)
+    if previous is not None and previous != version:
+        client.set_model_version_tag(name, version, REPLACES_TAG, previous)
+    client.set_registered_model_alias(name, alias, version)
+    logger.info("alias set name=%s alias=%s version=%s previous=%s", name, alias, version, previous)
+
+
+def rollback(name: str, alias: str) -> tuple[str, str]:
+    """Move `name@alias` back to the version it replaced; returns (from, to). Repeat to go further back."""
+    current = alias_version(name, alias)
+    if current is None:
+        raise NothingToRollBackError(f"models:/{name}@{alias} does not exist")
+    client = MlflowClient()
+    previous = client.get_model_version(name, current).tags.get(REPLACES_TAG)
+    if previous is None:
+        raise NothingToRollBackError(f"version {current} is the first that {name}@{alias} served")
+    client.set_registered_model_alias(name, alias, previous)
+    logger.info("alias rolled back name=%s alias=%s from=%s to=%s", name, alias, current, previous)
+    return current, previous
 
 
 def alias_version(name: str, alias: str) -> str | None:
