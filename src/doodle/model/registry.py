@@ -16,6 +16,11 @@ logger = logging.getLogger(__name__)
 
 BUNDLED_CHECKPOINT = "doodle_cnn.pt"
 PIP_REQUIREMENTS = ["torch==2.13.0", "mlflow==3.17.2", "numpy", "pandas", "pillow"]
+DATA_ATTRIBUTION = (
+    "Trained on drawings from the Quick, Draw! Dataset (Google, CC BY 4.0,"
+    " https://github.com/googlecreativelab/quickdraw-dataset) and on drawings labelled by this"
+    " installation's users."
+)
 
 
 def bundled_checkpoint() -> Path:
@@ -67,6 +72,8 @@ def log_and_register(checkpoint: Path, name: str, metrics: dict[str, float] | No
         pip_requirements=PIP_REQUIREMENTS,
     )
     registered = mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in (metrics or {}).items()})
+    client.update_registered_model(name, description=DATA_ATTRIBUTION)
+    client.update_model_version(name, registered.version, description=DATA_ATTRIBUTION)
     if str(registered.version) != version:
         logger.warning("registry version differs expected=%s got=%s", version, registered.version)
     logger.info("model registered name=%s version=%s", name, registered.version)

@@ -1,4 +1,4 @@
-"""`doodle model rollback`: the alias goes back to the version it replaced, and model servers follow."""
+"""The registry: rollback moves the alias back and model servers follow; versions carry the data attribution."""
 
 import os
 import subprocess
@@ -8,6 +8,7 @@ import time
 import httpx
 import mlflow
 import pytest
+from mlflow import MlflowClient
 
 from doodle.config import settings_env, settings_under
 from doodle.model.registry import (
@@ -58,6 +59,18 @@ def test_rollback_walks_back_through_the_promoted_versions_only(tmp_path):
     with pytest.raises(NothingToRollBackError, match="version 1 is the first"):
         rollback(name, alias)
     assert alias_version(name, alias) == "1"
+
+
+def test_every_registered_version_carries_the_data_attribution(tmp_path):
+    settings = settings_under(tmp_path)
+    configure_mlflow(settings)
+    bootstrap(settings.model_name, settings.model_alias)
+    client = MlflowClient()
+    for description in (
+        client.get_registered_model(settings.model_name).description,
+        client.get_model_version(settings.model_name, register(settings)).description,
+    ):
+        assert "Quick, Draw! Dataset (Google, CC BY 4.0" in description
 
 
 @pytest.mark.e2e
