@@ -28,6 +28,7 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 DOODLE_IMAGE = "doodle:0.1.0"
 DOCKERFILE = REPO / "deploy" / "docker" / "doodle.Dockerfile"
 MIRROR_ARGUMENTS = ("TORCH_INDEX_URL", "PIP_INDEX_URL")
+TEST_PROJECT_PREFIX = "doodletest"
 GRAFANA_IMAGE = "grafana/grafana:11.2.2"
 SECRETS = {"POSTGRES_PASSWORD": "compose-test-secret", "GRAFANA_ADMIN_PASSWORD": "compose-test-secret"}
 # compose variable -> the service port it publishes
@@ -77,6 +78,19 @@ def engine_lock() -> Iterator[None]:
         yield
 
 
+def remove_stale_projects() -> list[str]:
+    """Take down the compose projects of test runs killed before their clean-up; returns their names.
+
+    Call it under `engine_lock`: no other test run is live then, so every such project is stale.
+    """
+    project_label = '--format={{.Label "com.docker.compose.project"}}'
+    names = set(docker("ps", "-a", "--filter=label=com.docker.compose.project", project_label).stdout.split())
+    stale = sorted(name for name in names if name.startswith(TEST_PROJECT_PREFIX))
+    for name in stale:
+        ComposeProject(name=name).compose("down", "-v", "--remove-orphans", check=False)
+    return stale
+
+
 def image_available(image: str) -> bool:
     """Present, or pulled now; False when no registry has it within a minute."""
     if docker("image", "inspect", image, check=False).returncode == 0:
@@ -122,7 +136,7 @@ class ComposeProject:
     """docker-compose.yml as a throw-away project: its own name, volumes and free 127.0.0.1 ports."""
 
     env: dict[str, str] = field(default_factory=dict)
-    name: str = field(default_factory=lambda: f"doodletest{uuid.uuid4().hex[:8]}")
+    name: str = field(default_factory=lambda: f"{TEST_PROJECT_PREFIX}{uuid.uuid4().hex[:8]}")
     ports: dict[str, int] = field(default_factory=lambda: {name: free_port() for name in PUBLISHED})
     services: list[str] = field(default_factory=list)  # the ones `up` starts
 
