@@ -91,6 +91,20 @@ def remove_stale_projects() -> list[str]:
     return stale
 
 
+LIST_COMMANDS = {
+    "services": ("service", "ls"),
+    "containers": ("ps", "-a"),
+    "networks": ("network", "ls"),
+    "volumes": ("volume", "ls"),
+    "configs": ("config", "ls"),
+}
+
+
+def labelled_leftovers(label: str, kinds: tuple[str, ...]) -> dict[str, list[str]]:
+    """Ids of each kind of engine object (see LIST_COMMANDS) that carry `label` ("key=value")."""
+    return {kind: docker(*LIST_COMMANDS[kind], "-q", f"--filter=label={label}").stdout.split() for kind in kinds}
+
+
 def image_available(image: str) -> bool:
     """Present, or pulled now; False when no registry has it within a minute."""
     if docker("image", "inspect", image, check=False).returncode == 0:
@@ -195,12 +209,4 @@ class ComposeProject:
 
     def leftovers(self) -> dict[str, list[str]]:
         """Containers, networks and volumes of the project still on the engine."""
-        label = f"--filter=label=com.docker.compose.project={self.name}"
-        return {
-            kind: docker(*command, "-q", label).stdout.split()
-            for kind, command in {
-                "containers": ("ps", "-a"),
-                "networks": ("network", "ls"),
-                "volumes": ("volume", "ls"),
-            }.items()
-        }
+        return labelled_leftovers(f"com.docker.compose.project={self.name}", ("containers", "networks", "volumes"))

@@ -17,7 +17,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.utils.docker import PUBLISHED, REPO, SECRETS, docker, skip_or_fail, wait_for
+from tests.utils.docker import (
+    LIST_COMMANDS,
+    PUBLISHED,
+    REPO,
+    SECRETS,
+    docker,
+    labelled_leftovers,
+    skip_or_fail,
+    wait_for,
+)
 from tests.utils.network import free_port
 
 STACK_FILE = REPO / "deploy" / "swarm" / "doodle-stack.yml"
@@ -195,14 +204,4 @@ class SwarmStack:
 
     def leftovers(self) -> dict[str, list[str]]:
         """Services, containers, networks, volumes and configs of the stack still on the engine."""
-        label = f"--filter=label={STACK_LABEL}={self.name}"
-        return {
-            kind: docker(*command, "-q", label).stdout.split()
-            for kind, command in {
-                "services": ("service", "ls"),
-                "containers": ("ps", "-a"),
-                "networks": ("network", "ls"),
-                "volumes": ("volume", "ls"),
-                "configs": ("config", "ls"),
-            }.items()
-        }
+        return labelled_leftovers(f"{STACK_LABEL}={self.name}", tuple(LIST_COMMANDS))
