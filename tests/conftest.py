@@ -21,6 +21,7 @@ from tests.utils.services import start_model_server
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKDRAW = REPO.parent / "shared" / "quickdraw"
+QUICKDRAW_NEW = REPO.parent / "shared" / "quickdraw-new"  # 8 categories the bundled model never saw
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")  # Debian's chromium
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 
@@ -35,6 +36,13 @@ def quickdraw_dir() -> Path:
     if not QUICKDRAW.is_dir():
         pytest.fail(f"Quick Draw data not found at {QUICKDRAW}: clone the project beside shared/")
     return QUICKDRAW
+
+
+@pytest.fixture(scope="session")
+def quickdraw_new_dir() -> Path:
+    if not QUICKDRAW_NEW.is_dir():
+        pytest.fail(f"Quick Draw data not found at {QUICKDRAW_NEW}: clone the project beside shared/")
+    return QUICKDRAW_NEW
 
 
 @pytest.fixture(scope="session")

@@ -36,8 +36,7 @@ class Settings(BaseSettings):
     dvc_remote: str | None = None  # e.g. a folder or s3:// URL; none keeps data local
     gate_max_old_drop: float = Field(0.015, ge=0)  # promotion gate: old-class top-1 may drop this much
     gate_min_new_top1: float = Field(0.7, ge=0, le=1)  # and new classes must reach this top-1
-    retrain_unfreeze: int = Field(0, ge=0)  # backbone layers trained with the head; 0 trains the head only
-    replay_data_dir: Path | None = None  # <category>.npy of the old classes, needed when unfreezing
+    retrain_unfreeze: int = Field(3, ge=0)  # backbone layers fine-tuned with the head; 0 trains new head rows only
     quickdraw_url: str = "https://storage.googleapis.com/quickdraw_dataset/full/numpy_bitmap/"  # `doodle data fetch`
 
     # Backend.

@@ -19,7 +19,7 @@ def bundled():
 
 def test_bundled_model_is_small_and_knows_all_categories(bundled, quickdraw_dir):
     _, categories, _ = bundled
-    assert bundled_checkpoint().stat().st_size < 5 * 1024 * 1024
+    assert bundled_checkpoint().stat().st_size < 8 * 1024 * 1024  # weights 1.5 MB, replay drawings 4.9 MB
     assert categories == sorted(p.stem for p in quickdraw_dir.glob("*.npy"))
 
 

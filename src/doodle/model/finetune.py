@@ -1,22 +1,21 @@
-"""Retrain the head on frozen-backbone features, with a replay bank against forgetting.
+"""Teach a trained network new classes: new head rows on frozen features, or a fine-tuned tail.
 
-A checkpoint may carry a replay bank: backbone features of a per-class sample of
-the data its model was trained on (float16 (n, d) with labels and a train/val
-flag). With the backbone frozen those features stay valid, so an install with no
-Quick Draw images can still replay the old classes.
+Both work from drawings: the users' new ones, plus the replay drawings that a checkpoint
+carries for every class it knows (see doodle.model.train.replay_set), so an install with no
+Quick Draw data still replays the old classes.
 """
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from doodle.model.data import to_tensor
-from doodle.model.net import BasicBlock, Bottleneck, DoodleNet, eval_mode
+from doodle.model.data import augment, to_tensor
+from doodle.model.net import BasicBlock, Bottleneck, DoodleNet, eval_mode, fuse_for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +28,6 @@ class FeatureSet:
     features: np.ndarray  # float32 (n, d)
     labels: np.ndarray  # int64 (n,)
 
-    @staticmethod
-    def concat(parts: list["FeatureSet"]) -> "FeatureSet":
-        parts = [p for p in parts if len(p.labels)]
-        if not parts:
-            raise ValueError("no features to concatenate")
-        return FeatureSet(np.concatenate([p.features for p in parts]), np.concatenate([p.labels for p in parts]))
-
 
 @dataclass
 class HeadConfig:
@@ -43,7 +35,20 @@ class HeadConfig:
     lr: float = 0.01
     weight_decay: float = 1e-4
     old_class_weight: float = 2.0  # loss weight of old classes vs new ones: guards against forgetting
-    tail_lr_scale: float = 0.1  # unfrozen backbone layers learn this much slower than the head
+    seed: int = 0
+
+
+@dataclass
+class TailConfig:
+    """Fine-tuning the backbone's last layers with the head, on augmented drawings (see `finetune_tail`)."""
+
+    epochs: int = 8  # passes over the drawings, drawn class-balanced
+    batch_size: int = 128
+    lr: float = 1e-3  # peak of the one-cycle schedule; the head's is 10x
+    weight_decay: float = 1e-4
+    new_class_weight: float = 1.0  # how much more often a new class's drawings are drawn than an old class's
+    distill_weight: float = 1.0  # learning without forgetting: old-class logits follow the previous model
+    distill_temperature: float = 2.0
     seed: int = 0
 
 
@@ -56,20 +61,6 @@ def extract_features(net: DoodleNet, images: np.ndarray, batch_size: int = 1024)
             for start in range(0, len(images), batch_size)
         ]
     return np.concatenate(chunks) if chunks else np.zeros((0, net.head.in_features), np.float32)
-
-
-def build_bank(net: DoodleNet, images: np.ndarray, labels: np.ndarray, split: np.ndarray) -> dict[str, torch.Tensor]:
-    """A replay bank from already sampled images; `split` marks TRAIN or VAL rows."""
-    return {
-        "features": torch.from_numpy(extract_features(net, images)).half(),
-        "labels": torch.from_numpy(labels.astype(np.int64)),
-        "split": torch.from_numpy(split.astype(np.uint8)),
-    }
-
-
-def bank_part(bank: dict[str, torch.Tensor], split: int) -> FeatureSet:
-    keep = bank["split"].numpy() == split
-    return FeatureSet(bank["features"].float().numpy()[keep], bank["labels"].numpy()[keep])
 
 
 def split_backbone(net: DoodleNet, unfreeze: int) -> tuple[nn.Sequential, nn.Sequential]:
@@ -85,16 +76,12 @@ def split_backbone(net: DoodleNet, unfreeze: int) -> tuple[nn.Sequential, nn.Seq
     return nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:])
 
 
-def train_head(
-    head: nn.Linear, train: FeatureSet, config: HeadConfig, old_classes: int = 0, tail: nn.Module | None = None
-) -> list[float]:
+def train_head(head: nn.Linear, train: FeatureSet, config: HeadConfig, old_classes: int = 0) -> list[float]:
     """Full-batch AdamW with class-balanced loss; returns the loss per epoch.
 
     With `old_classes` > 0 the first rows stay exactly as they are and only the
     rows of the new classes learn, so old classes can only lose drawings that
     the new rows claim, and the weighted loss keeps such claims rare.
-    With a `tail` (unfrozen backbone layers) `train.features` are the frozen
-    prefix's outputs, and the tail learns with the head (batch norm stays fixed).
     """
     torch.manual_seed(config.seed)
     features, labels = torch.from_numpy(train.features), torch.from_numpy(train.labels)
@@ -104,17 +91,11 @@ def train_head(
     loss_fn = nn.CrossEntropyLoss(weight=weights)
     with torch.no_grad():
         frozen = head.weight[:old_classes].clone(), head.bias[:old_classes].clone()
-    groups: list[dict[str, Any]] = [{"params": head.parameters()}]
-    model: nn.Module = head
-    if tail is not None:
-        tail.eval()
-        groups.append({"params": tail.parameters(), "lr": config.lr * config.tail_lr_scale})
-        model = nn.Sequential(tail, head)
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs)
     losses = []
     for _ in tqdm(range(config.epochs), desc="head", leave=False):
-        loss = loss_fn(model(features), labels)
+        loss = loss_fn(head(features), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -122,6 +103,71 @@ def train_head(
         with torch.no_grad():  # undo any change to the frozen rows, weight decay included
             head.weight[:old_classes], head.bias[:old_classes] = frozen
         losses.append(loss.item())
+    return losses
+
+
+@torch.no_grad()
+def imprint(net: DoodleNet, images: np.ndarray, label: int) -> None:
+    """Start a new head row at the mean direction of its drawings' features, with the old rows' typical norm."""
+    centre = torch.from_numpy(extract_features(net, images)).mean(dim=0)
+    old_rows = net.head.weight[:label]
+    net.head.weight[label] = centre / centre.norm() * old_rows.norm(dim=1).mean()
+    net.head.bias[label] = net.head.bias[:label].mean()
+
+
+def _train_tail_mode(tail: nn.Module) -> None:
+    """Dropout on, batch norm frozen: a few hundred drawings must not move its running statistics."""
+    tail.train()
+    for module in tail.modules():
+        if isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
+            module.eval()
+
+
+def finetune_tail(
+    net: DoodleNet, teacher: DoodleNet, images: np.ndarray, labels: np.ndarray, unfreeze: int, config: TailConfig
+) -> list[float]:
+    """Train the backbone's last `unfreeze` layers and the whole head; returns the loss per step.
+
+    Every step draws a class-balanced batch and augments it. The frozen prefix runs once for
+    both nets: `teacher` (the previous model, untouched) shares it, and the old classes' logits
+    are distilled towards the teacher's, which keeps what the old classes' features meant.
+    """
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    _, tail = split_backbone(net, unfreeze)
+    fused_teacher = fuse_for_inference(teacher)  # same answers, twice as fast
+    prefix, teacher_tail = split_backbone(fused_teacher, unfreeze)  # the prefix is frozen: the teacher's is the net's
+    teacher_tail = nn.Sequential(teacher_tail, fused_teacher.head)
+    old_classes = teacher.head.out_features
+    counts = np.bincount(labels)
+    draw = np.where(labels >= old_classes, config.new_class_weight, 1.0) / counts[labels]
+    draw /= draw.sum()
+    steps = max(1, config.epochs * len(labels) // config.batch_size)
+    groups = [{"params": tail.parameters(), "lr": config.lr}, {"params": net.head.parameters(), "lr": config.lr * 10}]
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[config.lr, config.lr * 10], total_steps=steps, pct_start=0.15
+    )
+    temperature = config.distill_temperature
+    losses = []
+    for _ in tqdm(range(steps), desc="fine-tune", leave=False):
+        picked = rng.choice(len(labels), config.batch_size, p=draw)
+        with torch.no_grad():
+            inputs = prefix(augment(to_tensor(images[picked]), generator))
+            targets = torch.softmax(teacher_tail(inputs) / temperature, dim=1)
+        _train_tail_mode(tail)
+        logits = net.head(tail(inputs))
+        loss = F.cross_entropy(logits, torch.from_numpy(labels[picked]))
+        old_logits = F.log_softmax(logits[:, :old_classes] / temperature, dim=1)
+        distill = F.kl_div(old_logits, targets, reduction="batchmean") * temperature**2
+        loss = loss + config.distill_weight * distill
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    net.eval()
     return losses
 
 

@@ -179,7 +179,7 @@ def save_checkpoint(
     replay: dict[str, torch.Tensor] | None = None,
     **meta: Any,
 ) -> None:
-    """Save weights with the config that rebuilds the network, its label list and replay bank."""
+    """Save weights with the config that rebuilds the network, its label list and replay drawings."""
     saved = {
         "net_config": net.config.to_dict(),
         "state_dict": net.state_dict(),
@@ -207,5 +207,5 @@ def checkpoint_categories(path: str | Path) -> list[str]:
 
 
 def load_replay(path: str | Path) -> dict[str, torch.Tensor] | None:
-    """The checkpoint's replay bank (see doodle.model.finetune), if it has one."""
+    """The checkpoint's replay drawings (see doodle.model.train.replay_set), if it has them."""
     return torch.load(path, map_location="cpu", weights_only=True).get("replay")

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from doodle.model.data import Dataset, augment, load_dataset, to_tensor
 from doodle.model.evaluate import EvalReport, evaluate, plot_confusion
-from doodle.model.finetune import TRAIN, VAL, build_bank
+from doodle.model.finetune import TRAIN, VAL
 from doodle.model.net import DoodleNet, fuse_for_inference, load_checkpoint, save_checkpoint
 from doodle.model.train_config import NetConfig, TrainConfig
 
@@ -51,14 +51,18 @@ def sample_per_class(dataset: Dataset, per_class: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picks))
 
 
-def replay_bank(net: DoodleNet, train_set: Dataset, val_set: Dataset, config: TrainConfig) -> dict[str, torch.Tensor]:
-    """Features of a per-class sample of the train and val splits, for later head retraining."""
+def replay_set(train_set: Dataset, val_set: Dataset, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """A per-class sample of the train and val drawings, shipped in the checkpoint for retraining."""
     train_rows = sample_per_class(train_set, config.replay_train_per_class, config.seed)
     val_rows = sample_per_class(val_set, config.replay_val_per_class, config.seed)
     images = np.concatenate([train_set.images[train_rows], val_set.images[val_rows]])
     labels = np.concatenate([train_set.labels[train_rows], val_set.labels[val_rows]])
     split = np.concatenate([np.full(len(train_rows), TRAIN), np.full(len(val_rows), VAL)])
-    return build_bank(net, images, labels, split)
+    return {
+        "images": torch.from_numpy(images),
+        "labels": torch.from_numpy(labels.astype(np.int64)),
+        "split": torch.from_numpy(split.astype(np.uint8)),
+    }
 
 
 def load_teacher(path: str, categories: list[str]) -> DoodleNet:
@@ -153,7 +157,7 @@ def train(config: TrainConfig, data_dir: Path, checkpoint_path: Path) -> TrainRe
         mlflow.log_figure(plot_confusion(test, test_set.categories), "confusion_test.png")
     checkpoint_path = Path(checkpoint_path)
     checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-    replay = replay_bank(net, train_set, val_set, config)
+    replay = replay_set(train_set, val_set, config)
     save_checkpoint(
         checkpoint_path,
         net,

@@ -1,10 +1,12 @@
-"""Stage 5: retrain the production model's head on new data plus a replay sample of the old.
+"""Stage 5: retrain the production model on the users' new drawings plus replay of the old.
 
-By default the backbone stays frozen and the old classes replay the features
-banked with the production model. RETRAIN_UNFREEZE=N also trains the backbone's
-last N layers; old classes then replay drawings from REPLAY_DATA_DIR.
+The production checkpoint carries replay drawings: a few hundred real drawings per class it
+knows. By default (RETRAIN_UNFREEZE=3) the backbone's last three layers and the head fine-tune
+on them and the new drawings, distilled towards the production model so old classes keep their
+meaning. RETRAIN_UNFREEZE=0 trains only new head rows on frozen features: faster, learns less.
 """
 
+import copy
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -16,18 +18,17 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from doodle.config import Settings
-from doodle.model.data import load_category, split_indices, to_tensor
+from doodle.model.data import split_indices
 from doodle.model.finetune import (
     TRAIN,
     VAL,
     FeatureSet,
     HeadConfig,
-    bank_part,
-    build_bank,
+    TailConfig,
     extract_features,
+    finetune_tail,
     head_accuracy,
-    split_backbone,
+    imprint,
     train_head,
 )
 from doodle.model.net import DoodleNet, load_checkpoint, load_replay, save_checkpoint
@@ -39,23 +40,16 @@ logger = logging.getLogger(__name__)
 
 VAL_FRACTION = 0.2  # of each class's user drawings, fixed by seed: the gate's validation rows
 OLD_ROWS_PER_CLASS = 1000  # replay sample of merged user data per class
-TAIL_TRAIN_PER_CLASS = 500  # replay images per old class when backbone layers are unfrozen
 
-Bank = dict[str, torch.Tensor]  # a checkpoint's replay bank: features, labels, split (see doodle.model.finetune)
+Bank = dict[str, torch.Tensor]  # a checkpoint's replay drawings: images, labels, split (see doodle.model.train)
 Indices = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """What retraining must know of how the production model was trained: its `train_config`.
+    """What retraining keeps of how the production model was trained: its `train_config`."""
 
-    The defaults are the values every checkpoint used before checkpoints kept their train_config.
-    """
-
-    val_fraction: float = 0.1  # the base data's split, so old-class replay drawings come from its own splits
-    test_fraction: float = 0.1
-    split_seed: int = 0
-    replay_train_per_class: int = 160  # replay bank rows per class: the candidate's bank keeps the same sizes
+    replay_train_per_class: int = 240  # replay drawings per class: the candidate keeps the same sizes
     replay_val_per_class: int = 60
 
     @classmethod
@@ -64,7 +58,7 @@ class SourceConfig:
         saved = meta.get("train_config") or {}
         return cls(**{item.name: saved[item.name] for item in fields(cls) if item.name in saved})
 
-    def bank_rows(self, split: int) -> int:
+    def replay_rows(self, split: int) -> int:
         return self.replay_train_per_class if split == TRAIN else self.replay_val_per_class
 
 
@@ -93,112 +87,77 @@ class Outcome:
     replay: Bank | None
 
 
-def retrain_head(
-    net: DoodleNet,
-    old_categories: list[str],
-    categories: list[str],
-    user: dict[str, Rows],
-    bank: Bank | None,
-    source: SourceConfig,
-    config: HeadConfig,
-) -> Outcome:
-    """Frozen backbone: train new head rows on features of user data plus the replay bank."""
-    new_labels = range(len(old_categories), len(categories))
-    if bank is None:
-        logger.warning("production model has no replay bank: old classes replay only user data")
-    train_parts = [bank_part(bank, TRAIN)] if bank else []
-    val_parts = [bank_part(bank, VAL)] if bank else []
-    replay_parts: dict[str, list[torch.Tensor]] = {key: [] for key in ("features", "labels", "split")}
-    if bank:
-        for key, parts in replay_parts.items():
-            parts.append(bank[key])
-    for category, rows in user.items():
-        label = categories.index(category)
-        features = extract_features(net, rows)
-        for split, part in ((TRAIN, train_parts), (VAL, val_parts)):
-            picked = user_split(len(rows), split)
-            part.append(FeatureSet(features[picked], np.full(len(picked), label)))
-            if label in new_labels:  # the candidate carries replay for its new classes too
-                keep = picked[: source.bank_rows(split)]
-                replay_parts["features"].append(torch.from_numpy(features[keep]).half())
-                replay_parts["labels"].append(torch.full((len(keep),), label, dtype=torch.int64))
-                replay_parts["split"].append(torch.full((len(keep),), split, dtype=torch.uint8))
-    train, val = FeatureSet.concat(train_parts), FeatureSet.concat(val_parts)
-    old_top1_production = head_accuracy(net.head, val, list(range(len(old_categories))))
-    net.grow_head(len(categories))
-    frozen_rows = len(old_categories) if len(categories) > len(old_categories) else 0
-    losses = train_head(net.head, train, config, old_classes=frozen_rows)
-    replay = {key: torch.cat(values) for key, values in replay_parts.items()} if replay_parts["labels"] else None
-    return Outcome(val, old_top1_production, losses, replay)
+@dataclass
+class Drawings:
+    images: Rows  # uint8 (n, 784)
+    labels: Indices
+
+    def rows_per_class(self, per_class: int) -> "Drawings":
+        """The first `per_class` rows of each class."""
+        keep = np.concatenate([np.flatnonzero(self.labels == label)[:per_class] for label in np.unique(self.labels)])
+        return Drawings(self.images[np.sort(keep)], self.labels[np.sort(keep)])
 
 
-def retrain_tail(
-    net: DoodleNet,
-    old_categories: list[str],
-    categories: list[str],
-    user: dict[str, Rows],
-    replay_dir: Path,
-    unfreeze: int,
-    source: SourceConfig,
-    config: HeadConfig,
-) -> Outcome:
-    """Unfrozen tail: old classes replay images from `replay_dir`, so the new backbone can be measured."""
-    image_parts: dict[int, list[Rows]] = {TRAIN: [], VAL: []}
-    label_parts: dict[int, list[Indices]] = {TRAIN: [], VAL: []}
-    for label, category in enumerate(old_categories):
-        path = replay_dir / f"{category}.npy"
-        if not path.exists():
-            raise FileNotFoundError(f"unfreezing needs replay drawings of every old category: {path} is missing")
-        rows = load_category(path)
-        for split, count in ((TRAIN, TAIL_TRAIN_PER_CLASS), (VAL, source.replay_val_per_class)):
-            picked = rows[base_split(len(rows), split, source)[:count]]  # the base model's own splits
-            image_parts[split].append(picked)
-            label_parts[split].append(np.full(len(picked), label))
-    for category, rows in user.items():
-        for split in (TRAIN, VAL):
+def gather(replay: Bank | None, categories: list[str], user: dict[str, Rows]) -> dict[int, Drawings]:
+    """TRAIN and VAL drawings: the production model's replay drawings plus the users' rows."""
+    if replay is None or "images" not in replay:
+        logger.warning("production model carries no replay drawings: old classes replay only user data")
+        replay = None
+    parts: dict[int, list[Drawings]] = {TRAIN: [], VAL: []}
+    for split, part in parts.items():
+        if replay is not None:
+            keep = replay["split"].numpy() == split
+            part.append(Drawings(replay["images"].numpy()[keep], replay["labels"].numpy()[keep]))
+        for category, rows in user.items():
             picked = rows[user_split(len(rows), split)]
-            image_parts[split].append(picked)
-            label_parts[split].append(np.full(len(picked), categories.index(category)))
-    images = {split: np.concatenate(parts) for split, parts in image_parts.items()}
-    labels = {split: np.concatenate(parts) for split, parts in label_parts.items()}
+            part.append(Drawings(picked, np.full(len(picked), categories.index(category))))
+    return {
+        split: Drawings(np.concatenate([d.images for d in part]), np.concatenate([d.labels for d in part]))
+        for split, part in parts.items()
+    }
 
+
+def retrain(
+    net: DoodleNet,
+    old_categories: list[str],
+    categories: list[str],
+    drawings: dict[int, Drawings],
+    source: SourceConfig,
+    unfreeze: int,
+) -> Outcome:
+    """Teach `net` the new categories from `drawings`; the old ones replay.
+
+    unfreeze=0 trains new head rows on frozen-backbone features. Otherwise the backbone's last
+    `unfreeze` layers and the whole head fine-tune on augmented drawings, distilled towards the
+    production model on its own classes.
+    """
+    train, val = drawings[TRAIN], drawings[VAL]
+    old_classes = list(range(len(old_categories)))
     old_top1_production = head_accuracy(
-        net.head, FeatureSet(extract_features(net, images[VAL]), labels[VAL]), list(range(len(old_categories)))
+        net.head, FeatureSet(extract_features(net, val.images), val.labels), old_classes
     )
+    teacher = copy.deepcopy(net)
     net.grow_head(len(categories))
-    prefix, tail = split_backbone(net, unfreeze)
-    with torch.no_grad():
-        inputs = prefix(to_tensor(images[TRAIN])).numpy()
-    losses = train_head(net.head, FeatureSet(inputs, labels[TRAIN]), config, tail=tail)
-    net.eval()
-    val = FeatureSet(extract_features(net, images[VAL]), labels[VAL])
-    bank_rows: dict[int, list[Indices]] = {TRAIN: [], VAL: []}
-    for split in (TRAIN, VAL):
-        for label in np.unique(labels[split]):
-            bank_rows[split].append(np.flatnonzero(labels[split] == label)[: source.bank_rows(split)])
-    bank_images = np.concatenate([images[s][np.concatenate(r)] for s, r in bank_rows.items()])
-    bank_labels = np.concatenate([labels[s][np.concatenate(r)] for s, r in bank_rows.items()])
-    bank_split = np.concatenate([np.full(sum(map(len, r)), s) for s, r in bank_rows.items()])
-    return Outcome(val, old_top1_production, losses, build_bank(net, bank_images, bank_labels, bank_split))
+    for label in range(len(old_categories), len(categories)):
+        if (train.labels == label).any():
+            imprint(net, train.images[train.labels == label], label)
+    if unfreeze:
+        losses = finetune_tail(net, teacher, train.images, train.labels, unfreeze, TailConfig())
+    else:
+        frozen_rows = len(old_categories) if len(categories) > len(old_categories) else 0
+        features = FeatureSet(extract_features(net, train.images), train.labels)
+        losses = train_head(net.head, features, HeadConfig(), old_classes=frozen_rows)
+    kept = {split: drawings[split].rows_per_class(source.replay_rows(split)) for split in (TRAIN, VAL)}
+    replay = {
+        "images": torch.from_numpy(np.concatenate([d.images for d in kept.values()])),
+        "labels": torch.from_numpy(np.concatenate([d.labels for d in kept.values()]).astype(np.int64)),
+        "split": torch.from_numpy(np.concatenate([np.full(len(d.labels), s, np.uint8) for s, d in kept.items()])),
+    }
+    return Outcome(FeatureSet(extract_features(net, val.images), val.labels), old_top1_production, losses, replay)
 
 
 def user_split(n: int, split: int) -> Indices:
     return split_indices(n, "train" if split == TRAIN else "val", VAL_FRACTION, 0.0, 0)
-
-
-def base_split(n: int, split: int, source: SourceConfig) -> Indices:
-    """Rows of one of the base model's own splits, as its training drew them."""
-    name = "train" if split == TRAIN else "val"
-    return split_indices(n, name, source.val_fraction, source.test_fraction, source.split_seed)
-
-
-def tail_replay_dir(settings: Settings) -> Path | None:
-    """Old-class drawings for unfrozen backbone layers; None when the backbone stays frozen."""
-    if not settings.retrain_unfreeze:
-        return None
-    if settings.replay_data_dir is None:
-        raise ValueError("RETRAIN_UNFREEZE needs REPLAY_DATA_DIR: a folder of <category>.npy for the old categories")
-    return settings.replay_data_dir
 
 
 def run(context: StageContext) -> StageOutput:
@@ -215,15 +174,14 @@ def run(context: StageContext) -> StageOutput:
     rng = np.random.default_rng(0)
     user = {category: user_rows(settings.data_dir, category, ledger, rng) for category in user_categories}
 
-    config = HeadConfig()
-    unfreeze, replay_dir = settings.retrain_unfreeze, tail_replay_dir(settings)
+    unfreeze = settings.retrain_unfreeze
+    config = asdict(TailConfig()) if unfreeze else asdict(HeadConfig())
     with mlflow.start_run(run_name=f"retrain-run-{context.run_dir.name}") as mlflow_run:
-        mlflow.log_params({**asdict(config), "source": str(checkpoint), "new_categories": ",".join(new_categories)})
+        mlflow.log_params({**config, "source": str(checkpoint), "new_categories": ",".join(new_categories)})
         mlflow.log_param("unfreeze", unfreeze)
-        if replay_dir is None:
-            outcome = retrain_head(net, old_categories, categories, user, load_replay(checkpoint), source, config)
-        else:
-            outcome = retrain_tail(net, old_categories, categories, user, replay_dir, unfreeze, source, config)
+        mlflow.log_params({f"drawings.{category}": len(rows) for category, rows in user.items()})
+        drawings = gather(load_replay(checkpoint), categories, user)
+        outcome = retrain(net, old_categories, categories, drawings, source, unfreeze)
         mlflow.log_params({"val_rows": len(outcome.val.labels)})
         for epoch in range(0, len(outcome.losses), 10):
             mlflow.log_metric("train_loss", outcome.losses[epoch], step=epoch)
@@ -235,7 +193,7 @@ def run(context: StageContext) -> StageOutput:
         }
         mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
         candidate = context.run_dir / "candidate.pt"
-        # The candidate keeps the base split and bank sizes, so the next retrain reads them from it.
+        # The candidate keeps the replay sizes, so the next retrain reads them from it.
         train_config = {**(meta.get("train_config") or {}), **asdict(source)}
         save_checkpoint(
             candidate,
@@ -247,7 +205,7 @@ def run(context: StageContext) -> StageOutput:
             **metrics,
         )
         mlflow.log_artifact(str(candidate), artifact_path="checkpoint")
-    logger.info("head retrained unfreeze=%d metrics=%s", unfreeze, metrics)
+    logger.info("retrained unfreeze=%d metrics=%s", unfreeze, metrics)
     return {
         "candidate": str(candidate),
         "mlflow_run_id": mlflow_run.info.run_id,
