@@ -106,3 +106,18 @@ def test_bootstrap_registers_bundled_model_once(mlflow_store):
     second = bootstrap("doodle-classifier", "production")
     assert first == second == alias_version("doodle-classifier", "production") == "1"
     assert len(MlflowClient().search_model_versions("name = 'doodle-classifier'")) == 1
+
+
+def test_extra_data_joins_the_training_split_only(tmp_path, mlflow_store):
+    write_synthetic(tmp_path / "data")
+    write_synthetic(tmp_path / "extra", per_class=25)
+    (tmp_path / "extra" / "box.npy").unlink()  # an extra folder may cover only some categories
+    (tmp_path / "extra" / "kite.npy").write_bytes((tmp_path / "extra" / "hbar.npy").read_bytes())  # and others
+    config = TrainConfig(epochs=1, batch_size=32, width=8, extra_data=str(tmp_path / "extra"))
+    with mlflow.start_run() as run:
+        result = train(config, tmp_path / "data", tmp_path / "net.pt")
+    logged = MlflowClient().get_run(run.info.run_id).data.params
+    assert logged["train_rows"] == str(3 * 48 + 2 * 25)  # 80% of 60 per class, plus the extra hbar and vbar rows
+    assert logged["classes"] == "3"
+    _, categories, _ = load_checkpoint(result.checkpoint)
+    assert categories == ["box", "hbar", "vbar"]

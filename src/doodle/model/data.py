@@ -73,6 +73,19 @@ def load_dataset(
     return Dataset(np.concatenate(images), np.concatenate(labels), list(categories))
 
 
+def with_extra_rows(dataset: Dataset, extra_dir: Path) -> Dataset:
+    """`dataset` plus every row of `extra_dir/<category>.npy` for its categories (others are ignored)."""
+    images, labels = [dataset.images], [dataset.labels]
+    for label, name in enumerate(dataset.categories):
+        path = Path(extra_dir) / f"{name}.npy"
+        if path.exists():
+            rows = load_category(path)
+            images.append(rows)
+            labels.append(np.full(len(rows), label, dtype=np.int64))
+    logger.info("extra rows loaded dir=%s rows=%d", extra_dir, sum(map(len, labels[1:])))
+    return Dataset(np.concatenate(images), np.concatenate(labels), dataset.categories)
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (n, 784) -> float32 (n, 1, 28, 28) in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255).view(-1, 1, 28, 28)

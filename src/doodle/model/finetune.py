@@ -42,13 +42,13 @@ class HeadConfig:
 class TailConfig:
     """Fine-tuning the backbone's last layers with the head, on augmented drawings (see `finetune_tail`)."""
 
-    epochs: int = 8  # passes over the drawings, drawn class-balanced
+    steps: int = 300  # batches, drawn class-balanced: a fixed count keeps a run's time flat as data grows
     batch_size: int = 128
     lr: float = 1e-3  # peak of the one-cycle schedule; the head's is 10x
     weight_decay: float = 1e-4
-    new_class_weight: float = 1.0  # how much more often a new class's drawings are drawn than an old class's
     distill_weight: float = 1.0  # learning without forgetting: old-class logits follow the previous model
     distill_temperature: float = 2.0
+    old_class_weight: float = 1.0  # loss weight of old classes vs new ones: guards against forgetting
     seed: int = 0
 
 
@@ -138,12 +138,13 @@ def finetune_tail(
     _, tail = split_backbone(net, unfreeze)
     fused_teacher = fuse_for_inference(teacher)  # same answers, twice as fast
     prefix, teacher_tail = split_backbone(fused_teacher, unfreeze)  # the prefix is frozen: the teacher's is the net's
-    teacher_tail = nn.Sequential(teacher_tail, fused_teacher.head)
     old_classes = teacher.head.out_features
     counts = np.bincount(labels)
-    draw = np.where(labels >= old_classes, config.new_class_weight, 1.0) / counts[labels]
+    draw = 1.0 / counts[labels]
+    class_weights = torch.ones(net.head.out_features)
+    class_weights[:old_classes] = config.old_class_weight
     draw /= draw.sum()
-    steps = max(1, config.epochs * len(labels) // config.batch_size)
+    steps = config.steps
     groups = [{"params": tail.parameters(), "lr": config.lr}, {"params": net.head.parameters(), "lr": config.lr * 10}]
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -155,10 +156,10 @@ def finetune_tail(
         picked = rng.choice(len(labels), config.batch_size, p=draw)
         with torch.no_grad():
             inputs = prefix(augment(to_tensor(images[picked]), generator))
-            targets = torch.softmax(teacher_tail(inputs) / temperature, dim=1)
+            targets = torch.softmax(fused_teacher.head(teacher_tail(inputs)) / temperature, dim=1)
         _train_tail_mode(tail)
         logits = net.head(tail(inputs))
-        loss = F.cross_entropy(logits, torch.from_numpy(labels[picked]))
+        loss = F.cross_entropy(logits, torch.from_numpy(labels[picked]), weight=class_weights)
         old_logits = F.log_softmax(logits[:, :old_classes] / temperature, dim=1)
         distill = F.kl_div(old_logits, targets, reduction="batchmean") * temperature**2
         loss = loss + config.distill_weight * distill

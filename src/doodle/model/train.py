@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from doodle.model.data import Dataset, augment, load_dataset, to_tensor
+from doodle.model.data import Dataset, augment, load_dataset, to_tensor, with_extra_rows
 from doodle.model.evaluate import EvalReport, evaluate, plot_confusion
 from doodle.model.finetune import TRAIN, VAL
 from doodle.model.net import DoodleNet, fuse_for_inference, load_checkpoint, save_checkpoint
@@ -99,6 +99,9 @@ def train(config: TrainConfig, data_dir: Path, checkpoint_path: Path) -> TrainRe
     )
     train_set = load_dataset(data_dir, "train", **split)
     val_set = load_dataset(data_dir, "val", categories=train_set.categories, **split)
+    replay = replay_set(train_set, val_set, config)  # from the data set's own splits, not the extra rows
+    if config.extra_data:
+        train_set = with_extra_rows(train_set, Path(config.extra_data))
 
     teacher = load_teacher(config.teacher, train_set.categories) if config.teacher else None
     net = DoodleNet(NetConfig(arch=config.arch, num_classes=len(train_set.categories), width=config.width))
@@ -157,7 +160,6 @@ def train(config: TrainConfig, data_dir: Path, checkpoint_path: Path) -> TrainRe
         mlflow.log_figure(plot_confusion(test, test_set.categories), "confusion_test.png")
     checkpoint_path = Path(checkpoint_path)
     checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-    replay = replay_set(train_set, val_set, config)
     save_checkpoint(
         checkpoint_path,
         net,

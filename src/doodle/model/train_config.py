@@ -35,6 +35,7 @@ class TrainConfig:
     split_seed: int = 0  # fixes which rows are val and test
     seed: int = 0  # weights init, shuffling and augmentation
     limit_per_class: int | None = None
+    extra_data: str | None = None  # folder of <category>.npy: all its rows join the training split only
     replay_train_per_class: int = 240  # replay drawings shipped in the checkpoint (at most 300 per class)
     replay_val_per_class: int = 60
     teacher: str | None = None  # checkpoint to distil from (same categories)
