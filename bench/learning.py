@@ -27,6 +27,7 @@ from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
 from doodle.api.app import create_app
+from doodle.categories import normalize_category
 from doodle.config import Settings, settings_under
 from doodle.imaging import encode_bitmap
 from doodle.model.data import load_category, load_dataset
@@ -91,7 +92,10 @@ def run_protocol(rounds: list[list[str]], data: Path, per_class: int) -> list[di
                 "drawings": per_class * len(categories),
                 "old_before": old_before,
                 "old_after": top1(model, old_test.images, old_truth),
-                "per_category": {name: top1(model, images, name) for name, images in held_out.items()},
+                # The store names a category as normalize_category does ("t-shirt" is learned as "t_shirt").
+                "per_category": {
+                    name: top1(model, images, normalize_category(name)) for name, images in held_out.items()
+                },
             }
         )
     print(f"(work dir {root})")
@@ -117,8 +121,7 @@ def report(title: str, results: list[dict]) -> None:
             f"  old classes   {100 * result['old_after']:.2f}%: drop {drop:.2f} this round (<= 1.0), {total:.2f} in all"
         )
         seconds, drawings = result["seconds"], result["drawings"]
-        per_thousand = seconds * 1000 / drawings
-        print(f"  pipeline      {seconds:.1f} s for {drawings} drawings: {per_thousand:.1f} s per 1,000 (< 60)")
+        print(f"  pipeline      {seconds:.1f} s for {drawings} drawings   target < 60 s for 1,000")
         previous_old = result["old_after"]
     lost = 100 * (results[0]["old_before"] - results[-1]["old_after"])
     print(f"old classes after the last round: {lost:.2f} points lost in all (<= 2.0)")

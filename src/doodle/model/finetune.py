@@ -42,7 +42,7 @@ class HeadConfig:
 class TailConfig:
     """Fine-tuning the backbone's last layers with the head, on augmented drawings (see `finetune_tail`)."""
 
-    steps: int = 300  # batches, drawn class-balanced: a fixed count keeps a run's time flat as data grows
+    steps: int = 250  # batches, drawn class-balanced: a fixed count keeps a run's time flat as data grows
     batch_size: int = 128
     lr: float = 1e-3  # peak of the one-cycle schedule; the head's is 10x
     weight_decay: float = 1e-4
