@@ -48,7 +48,6 @@ class TailConfig:
     weight_decay: float = 1e-4
     distill_weight: float = 1.0  # learning without forgetting: old-class logits follow the previous model
     distill_temperature: float = 2.0
-    old_class_weight: float = 1.0  # loss weight of old classes vs new ones: guards against forgetting
     seed: int = 0
 
 
@@ -141,8 +140,6 @@ def finetune_tail(
     old_classes = teacher.head.out_features
     counts = np.bincount(labels)
     draw = 1.0 / counts[labels]
-    class_weights = torch.ones(net.head.out_features)
-    class_weights[:old_classes] = config.old_class_weight
     draw /= draw.sum()
     steps = config.steps
     groups = [{"params": tail.parameters(), "lr": config.lr}, {"params": net.head.parameters(), "lr": config.lr * 10}]
@@ -152,14 +149,14 @@ def finetune_tail(
     )
     temperature = config.distill_temperature
     losses = []
+    _train_tail_mode(tail)
     for _ in tqdm(range(steps), desc="fine-tune", leave=False):
         picked = rng.choice(len(labels), config.batch_size, p=draw)
         with torch.no_grad():
             inputs = prefix(augment(to_tensor(images[picked]), generator))
             targets = torch.softmax(fused_teacher.head(teacher_tail(inputs)) / temperature, dim=1)
-        _train_tail_mode(tail)
         logits = net.head(tail(inputs))
-        loss = F.cross_entropy(logits, torch.from_numpy(labels[picked]), weight=class_weights)
+        loss = F.cross_entropy(logits, torch.from_numpy(labels[picked]))
         old_logits = F.log_softmax(logits[:, :old_classes] / temperature, dim=1)
         distill = F.kl_div(old_logits, targets, reduction="batchmean") * temperature**2
         loss = loss + config.distill_weight * distill

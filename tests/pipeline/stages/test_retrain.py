@@ -6,6 +6,7 @@ import torch
 
 from doodle.imaging import normalize_drawing
 from doodle.model.data import load_category
+from doodle.model.evaluate import predict_proba
 from doodle.model.net import load_checkpoint, load_replay
 from doodle.model.registry import bundled_checkpoint
 from doodle.pipeline.stages.retrain import TRAIN, VAL, Drawings, SourceConfig, gather, retrain
@@ -58,9 +59,7 @@ def test_gather_without_replay_drawings_replays_only_user_rows():
 
 
 def top1(net, images: np.ndarray, labels: np.ndarray) -> float:
-    with torch.no_grad():
-        predicted = net(torch.from_numpy(images).float().div(255).view(-1, 1, 28, 28)).argmax(dim=1).numpy()
-    return float((predicted == labels).mean())
+    return float((predict_proba(net, images).argmax(axis=1) == labels).mean())
 
 
 @pytest.fixture(scope="module")

@@ -94,8 +94,10 @@ class Drawings:
 
     def rows_per_class(self, per_class: int) -> "Drawings":
         """The first `per_class` rows of each class."""
-        keep = np.concatenate([np.flatnonzero(self.labels == label)[:per_class] for label in np.unique(self.labels)])
-        return Drawings(self.images[np.sort(keep)], self.labels[np.sort(keep)])
+        keep = np.sort(
+            np.concatenate([np.flatnonzero(self.labels == label)[:per_class] for label in np.unique(self.labels)])
+        )
+        return Drawings(self.images[keep], self.labels[keep])
 
 
 def gather(replay: Bank | None, categories: list[str], user: dict[str, Rows]) -> dict[int, Drawings]:
