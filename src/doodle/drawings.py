@@ -4,6 +4,8 @@ import errno
 import fcntl
 import logging
 import os
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -92,6 +94,48 @@ def make_category_folder(root: Path, category: str, known: Callable[[], set[str]
         raise _storage_error(error, category) from None
 
 
+def _is_drawing(name: str) -> bool:
+    return name.endswith(".png") and not name.startswith(TEMP_PREFIX)
+
+
+class WaitingDrawings:
+    """How many finished drawings wait in each category folder, from the shared store itself.
+
+    Each call stats the category folders; a folder is listed again only when its mtime changed,
+    or changed so recently that a save in the same clock tick could hide behind it. Any number of
+    processes (backend replicas, the pipeline) share the store, so every one sees the same counts.
+    """
+
+    RECENT_NS = 2_000_000_000  # coarse file-system clocks (network shares) tick in up to 2 s
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._listed: dict[str, tuple[int, int]] = {}  # category -> (folder mtime, drawings)
+        self._lock = threading.Lock()
+
+    def counts(self) -> dict[str, int]:
+        """Drawings per category, for categories with at least one."""
+        with self._lock:
+            try:
+                folders = [entry for entry in os.scandir(self.root) if entry.is_dir()]
+            except FileNotFoundError:
+                folders = []
+            now = time.time_ns()
+            listed = {}
+            for folder in folders:
+                try:
+                    mtime = folder.stat().st_mtime_ns
+                    known = self._listed.get(folder.name)
+                    if known and known[0] == mtime and now - mtime > self.RECENT_NS:
+                        listed[folder.name] = known
+                    else:
+                        listed[folder.name] = (mtime, sum(_is_drawing(e.name) for e in os.scandir(folder.path)))
+                except FileNotFoundError:  # the clean stage removed it meanwhile
+                    continue
+            self._listed = listed
+            return {name: count for name, (_, count) in listed.items() if count}
+
+
 def list_drawings(root: Path) -> dict[str, list[Path]]:
     """Finished PNGs per category folder, oldest first; temp files are skipped."""
     root = Path(root)
@@ -99,7 +143,7 @@ def list_drawings(root: Path) -> dict[str, list[Path]]:
         return {}
     found: dict[str, list[Path]] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        pngs = sorted(p for p in folder.glob("*.png") if not p.name.startswith(TEMP_PREFIX))
+        pngs = sorted(p for p in folder.glob("*.png") if _is_drawing(p.name))
         if pngs:
             found[folder.name] = pngs
     return found

@@ -29,17 +29,22 @@ class FakeModelClient:
         self.labels = dict(labels or {})
         self.model_version = model_version
         self.delay_s = delay_s  # each call takes this long, so concurrent requests can queue behind it
+        self.added_categories: list[str] = []
+        self.added_on: str | None = None
         self.down = False
         self.calls: list[list[str]] = []
 
-    async def predict(self, images: list[str], top_k: int | None = None) -> list[dict[str, Any]]:
+    async def predict(
+        self, images: list[str], top_k: int | None = None, model_info: bool = False
+    ) -> list[dict[str, Any]]:
         self.calls.append(list(images))
         await asyncio.sleep(self.delay_s)
         if self.down:
             raise ModelServerUnavailableError("model server is unavailable")
         for image in images:
             normalize_drawing(decode_image(image))
-        return [self.answer(image, top_k) for image in images]
+        info = {"added_categories": self.added_categories, "added_on": self.added_on} if model_info else {}
+        return [{**self.answer(image, top_k), **info} for image in images]
 
     def answer(self, image: str, top_k: int | None = None) -> dict[str, Any]:
         """The ranking the model gives `image`: every category when `top_k` is 0."""

@@ -13,8 +13,10 @@ from doodle.api.errors import add_error_handlers
 from doodle.api.metrics import ApiMetrics
 from doodle.api.middleware import BodyLimitMiddleware, ErrorCountingMiddleware
 from doodle.api.model_client import ModelClient, Predictor
-from doodle.api.routes import drawings, health, predict
+from doodle.api.routes import drawings, health, model, predict
+from doodle.api.served_model import ServedModel
 from doodle.config import Settings, get_settings
+from doodle.drawings import WaitingDrawings
 from doodle.log import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ def create_app(settings: Settings, model_client: Predictor | None = None) -> Fas
             connections=settings.predict_max_in_flight + 2,  # the batches plus health and category probes
         )
         app.state.model_client = client
+        app.state.served_model = ServedModel(client)
         app.state.batcher = PredictionBatcher(
             client, settings.predict_max_batch, settings.predict_max_in_flight, on_batch=metrics.batch_size.observe
         )
@@ -48,9 +51,11 @@ def create_app(settings: Settings, model_client: Predictor | None = None) -> Fas
     app = FastAPI(title="doodle backend", lifespan=lifespan, debug=False)
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.waiting = WaitingDrawings(settings.img_data_location)
     add_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(drawings.router)
+    app.include_router(model.router)
     app.include_router(health.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(ErrorCountingMiddleware, metrics=metrics)

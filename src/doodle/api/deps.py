@@ -9,7 +9,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from doodle.api.batching import PredictionBatcher
 from doodle.api.metrics import ApiMetrics
 from doodle.api.model_client import Predictor
+from doodle.api.served_model import ServedModel
 from doodle.config import Settings
+from doodle.drawings import WaitingDrawings
 
 # app.state is untyped; create_app puts exactly these there.
 
@@ -30,10 +32,20 @@ async def get_metrics(request: Request) -> ApiMetrics:
     return cast(ApiMetrics, request.app.state.metrics)
 
 
+async def get_served_model(request: Request) -> ServedModel:
+    return cast(ServedModel, request.app.state.served_model)
+
+
+async def get_waiting(request: Request) -> WaitingDrawings:
+    return cast(WaitingDrawings, request.app.state.waiting)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 ModelClientDep = Annotated[Predictor, Depends(get_model_client)]
 BatcherDep = Annotated[PredictionBatcher, Depends(get_batcher)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+ServedModelDep = Annotated[ServedModel, Depends(get_served_model)]
+WaitingDep = Annotated[WaitingDrawings, Depends(get_waiting)]
 
 
 _bearer = HTTPBearer(auto_error=False, description="needed only when the server sets API_TOKEN")

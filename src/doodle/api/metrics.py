@@ -46,6 +46,14 @@ class ApiMetrics:
             registry=registry,
         )
         self.saved = Counter("doodle_drawings_saved", "Labelled drawings stored", registry=registry)
+        # outcome: did the saved label agree with the served model's first guess for that drawing?
+        # source: ui (a person labelled it), game (the label is the prompt) or api.
+        self.feedback = Counter(
+            "doodle_feedback",
+            "Saved drawings, by whether the label agreed with the served model's top-1",
+            ["outcome", "model_version", "source"],
+            registry=registry,
+        )
         self.model_version = Gauge(
             "doodle_served_model_version", "Registry version of the model that answered last", registry=registry
         )

@@ -27,7 +27,9 @@ Prediction = dict[str, Any]
 class Predictor(Protocol):
     """What the backend needs from the model server: ModelClient, or a fake in tests."""
 
-    async def predict(self, images: list[str], top_k: int | None = None) -> list[Prediction]: ...
+    async def predict(
+        self, images: list[str], top_k: int | None = None, model_info: bool = False
+    ) -> list[Prediction]: ...
 
     async def healthy(self) -> bool: ...
 
@@ -46,11 +48,14 @@ class ModelClient:
             connector=aiohttp.TCPConnector(limit=connections, keepalive_timeout=30),
         )
 
-    async def predict(self, images: list[str], top_k: int | None = None) -> list[Prediction]:
-        """Ranked labels per image, as the pyfunc model returns them."""
+    async def predict(self, images: list[str], top_k: int | None = None, model_info: bool = False) -> list[Prediction]:
+        """Ranked labels per image, as the pyfunc model returns them; see its `predict` for the params."""
         body: dict[str, Any] = {"inputs": images}
-        if top_k is not None:
-            body["params"] = {"top_k": top_k}
+        params = {"top_k": top_k} if top_k is not None else {}
+        if model_info:
+            params["model_info"] = True
+        if params:
+            body["params"] = params
         try:
             async with self._session.post(self.invocations_url, json=body) as response:
                 if response.history:  # e.g. a slash redirect: go straight there next time

@@ -1,6 +1,6 @@
 """Request and response bodies of the backend."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -26,12 +26,30 @@ class PredictResponse(BaseModel):
 class DrawingCreate(BaseModel):
     image: Base64Image
     category: str = Field(max_length=1000)
+    source: Literal["ui", "game", "api"] = Field(
+        "api", description="who labelled it: the drawing page, its game (the label is the prompt) or an API client"
+    )
+
+
+class WaitingPublic(BaseModel):
+    total: int = Field(description="labelled drawings waiting for the next training run")
+    categories: dict[str, int] = Field(description="of those, per category (categories with none are left out)")
+    training_starts_at: int = Field(description="a run starts once this many wait (MIN_NEW_IMAGES)")
 
 
 class DrawingPublic(BaseModel):
     message: str = "Image saved successfully"
     category: str
     filename: str
+    waiting: WaitingPublic
+
+
+class ModelPublic(BaseModel):
+    version: str = Field(description="registry version of the served model")
+    categories: list[str] = Field(description="what it recognises, sorted")
+    added_categories: list[str] = Field(description="categories the version it was trained from did not have")
+    added_on: str | None = Field(description="ISO date this version was trained, when known")
+    waiting: WaitingPublic
 
 
 class CategoriesPublic(BaseModel):

@@ -19,8 +19,12 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TOP_K = 5
 MAX_BATCH = 1024
-# Inputs are free-form (base64 strings or pixel arrays); only the params are typed.
-SIGNATURE = ModelSignature(inputs=None, params=ParamSchema([ParamSpec("top_k", "long", DEFAULT_TOP_K)]))
+# Inputs are free-form (base64 strings or pixel arrays); only the params are typed. With model_info,
+# each answer also names the categories this version added over the one it was trained from.
+SIGNATURE = ModelSignature(
+    inputs=None,
+    params=ParamSchema([ParamSpec("top_k", "long", DEFAULT_TOP_K), ParamSpec("model_info", "boolean", False)]),
+)
 
 
 def _pixels_to_bitmap(values: np.ndarray, index: int) -> np.ndarray:
@@ -89,7 +93,9 @@ class DoodleClassifier(PythonModel):
     """Ranks the categories for each drawing; see `predict` for the output."""
 
     def load_context(self, context: PythonModelContext) -> None:
-        net, self.categories, _ = load_checkpoint(context.artifacts["checkpoint"])
+        net, self.categories, meta = load_checkpoint(context.artifacts["checkpoint"])
+        self.added_categories = list(meta.get("added_categories", []))
+        self.added_on = meta.get("added_on")
         self.net = fuse_for_inference(net)
         config = context.model_config or {}
         self.model_version = str(config.get("model_version", "unregistered"))
@@ -100,8 +106,13 @@ class DoodleClassifier(PythonModel):
     def predict(
         self, context: PythonModelContext | None, model_input: np.ndarray, params: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
-        """One dict per image: labels best first, their probabilities, and model_version."""
+        """One dict per image: labels best first, their probabilities, and model_version.
+
+        With the param model_info, also added_categories and added_on (an ISO date, or None).
+        """
         top_k = int((params or {}).get("top_k", DEFAULT_TOP_K))
+        info = {"added_categories": self.added_categories, "added_on": self.added_on}
+        with_info = bool((params or {}).get("model_info", False))
         top_k = len(self.categories) if top_k <= 0 else min(top_k, len(self.categories))
         try:
             bitmaps = to_bitmaps(model_input)
@@ -114,6 +125,7 @@ class DoodleClassifier(PythonModel):
                 "labels": [self.categories[i] for i in row],
                 "probabilities": [round(float(p), 6) for p in proba[n, row]],
                 "model_version": self.model_version,
+                **(info if with_info else {}),
             }
             for n, row in enumerate(ranked)
         ]

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from doodle.config import Settings, settings_env
-from doodle.drawings import list_drawings
+from doodle.drawings import WaitingDrawings
 from doodle.pipeline import runs
 from doodle.pipeline.runner import StageContext
 from doodle.pipeline.runs import RunStoreUnavailableError
@@ -188,9 +188,10 @@ def _run(settings: Settings, engine: Engine, report: Report) -> int:
 def watch(settings: Settings, engine: Engine, interval_s: float, max_checks: int | None = None) -> None:
     """Check every `interval_s`; run the pipeline when MIN_NEW_IMAGES drawings wait."""
     checks = 0
+    store = WaitingDrawings(settings.img_data_location)  # counts as the backend's GET /model does
     while max_checks is None or checks < max_checks:
         checks += 1
-        waiting = sum(len(pngs) for pngs in list_drawings(settings.img_data_location).values())
+        waiting = sum(store.counts().values())
         if waiting >= settings.min_new_images:
             logger.info("watch triggering run waiting=%d", waiting)
             try:

@@ -1,17 +1,24 @@
 """POST /save-image/: store a labelled drawing for the retraining pipeline."""
 
 import asyncio
+import logging
 from pathlib import Path
 
 from fastapi import APIRouter, Depends
 
-from doodle.api.deps import MetricsDep, SettingsDep, require_token
+from doodle.api.batching import PredictionBatcher
+from doodle.api.deps import BatcherDep, MetricsDep, SettingsDep, WaitingDep, require_token
+from doodle.api.metrics import ApiMetrics
+from doodle.api.model_client import ModelServerError, ModelServerUnavailableError
+from doodle.api.routes.model import waiting_now
 from doodle.api.schemas import DrawingCreate, DrawingPublic, error_responses
 from doodle.categories import normalize_category
 from doodle.config import Settings
 from doodle.drawings import make_category_folder, save_drawing
-from doodle.imaging import decode_image, normalize_drawing, to_png
+from doodle.imaging import InvalidImageError, decode_image, encode_bitmap, normalize_drawing, to_png
 from doodle.pipeline.ledger import committed_categories
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["drawings"])
 
@@ -24,6 +31,24 @@ def store_drawing(settings: Settings, category: str, png: bytes) -> Path:
     return save_drawing(settings.img_data_location, category, png)
 
 
+async def record_feedback(
+    batcher: PredictionBatcher, metrics: ApiMetrics, bitmap_b64: str, category: str, source: str
+) -> None:
+    """Count whether `category` agrees with the served model's first guess for the stored drawing.
+
+    The backend asks the model itself rather than trusting a prediction sent by the client: every
+    client, old ones included, gets counted the same way, and against the version serving now.
+    The drawing is already stored, so a model server failure only skips the count.
+    """
+    try:
+        (answer,) = await batcher.predict([bitmap_b64])
+    except (ModelServerUnavailableError, ModelServerError, InvalidImageError) as error:
+        logger.warning("feedback not counted category=%s reason=%s", category, error)
+        return
+    outcome = "agreed" if answer["labels"][0] == category else "corrected"
+    metrics.feedback.labels(outcome=outcome, model_version=str(answer["model_version"]), source=source).inc()
+
+
 @router.post(
     "/save-image/",
     response_model=DrawingPublic,
@@ -31,12 +56,19 @@ def store_drawing(settings: Settings, category: str, png: bytes) -> Path:
     responses=error_responses(400, 401, 413, 503, 507),
 )
 @router.post("/save-image", include_in_schema=False, dependencies=[Depends(require_token)])
-async def save_image(body: DrawingCreate, settings: SettingsDep, metrics: MetricsDep) -> DrawingPublic:
-    """Normalise the drawing to Quick Draw's 28x28 form and store it as a PNG."""
+async def save_image(
+    body: DrawingCreate, settings: SettingsDep, metrics: MetricsDep, batcher: BatcherDep, waiting: WaitingDep
+) -> DrawingPublic:
+    """Normalise the drawing to Quick Draw's 28x28 form and store it as a PNG.
+
+    The answer says how many drawings now wait for training.
+    """
     metrics.save_requests.inc()
     with metrics.save_latency.time():
         category = normalize_category(body.category)
-        png = await asyncio.to_thread(lambda: to_png(normalize_drawing(decode_image(body.image))))
-        path = await asyncio.to_thread(store_drawing, settings, category, png)
+        bitmap = await asyncio.to_thread(lambda: normalize_drawing(decode_image(body.image)))
+        path = await asyncio.to_thread(store_drawing, settings, category, to_png(bitmap))
         metrics.saved.inc()
-    return DrawingPublic(category=category, filename=f"{category}/{path.name}")
+        await record_feedback(batcher, metrics, encode_bitmap(bitmap), category, body.source)
+        now_waiting = await waiting_now(waiting, settings)
+    return DrawingPublic(category=category, filename=f"{category}/{path.name}", waiting=now_waiting)

@@ -10,6 +10,7 @@ import copy
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,8 @@ def run(context: StageContext) -> StageOutput:
             categories,
             replay=outcome.replay,
             parent=str(checkpoint),
+            added_categories=new_categories,
+            added_on=datetime.now(UTC).date().isoformat(),
             train_config=train_config,
             **metrics,
         )
