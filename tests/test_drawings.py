@@ -1,9 +1,11 @@
 import errno
+import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from doodle.drawings import StorageError, StorageFullError, list_drawings, save_drawing
+from doodle.drawings import StorageError, StorageFullError, WaitingDrawings, list_drawings, save_drawing
 
 
 def test_save_drawing_writes_png_atomically(tmp_path):
@@ -36,3 +38,35 @@ def test_list_drawings_skips_temp_files(tmp_path):
     (tmp_path / "cat" / ".partial.png.tmp").write_bytes(b"half")
     (tmp_path / "cat" / ".partial.png").write_bytes(b"half")
     assert len(list_drawings(tmp_path)["cat"]) == 1
+
+
+def test_waiting_counts_follow_saves_and_removals_at_once(tmp_path):
+    waiting, other_process = WaitingDrawings(tmp_path), WaitingDrawings(tmp_path)
+    assert waiting.counts() == {}
+    saved = [save_drawing(tmp_path, "cat", b"x") for _ in range(3)]
+    save_drawing(tmp_path, "dog", b"x")
+    (tmp_path / "cat" / ".partial.png.tmp").write_bytes(b"half")
+    (tmp_path / "empty").mkdir()
+    assert waiting.counts() == {"cat": 3, "dog": 1}
+    save_drawing(tmp_path, "cat", b"x")  # within the same clock tick as the count above, most likely
+    assert waiting.counts() == other_process.counts() == {"cat": 4, "dog": 1}
+    for path in saved:
+        path.unlink()  # as the pipeline's convert stage does
+    assert waiting.counts() == {"cat": 1, "dog": 1}
+
+
+def test_waiting_counts_list_a_folder_again_only_when_it_changed(tmp_path, monkeypatch):
+    for category in ("cat", "dog"):
+        save_drawing(tmp_path, category, b"x")
+    monkeypatch.setattr(WaitingDrawings, "RECENT_NS", 0)  # treat the saves above as long past
+    waiting = WaitingDrawings(tmp_path)
+    assert waiting.counts() == {"cat": 1, "dog": 1}
+    listed = []
+    real_scandir = os.scandir
+    monkeypatch.setattr("doodle.drawings.os.scandir", lambda path: listed.append(Path(path).name) or real_scandir(path))
+    assert waiting.counts() == {"cat": 1, "dog": 1}
+    assert listed == [tmp_path.name]  # the root only: the category folders did not change
+    save_drawing(tmp_path, "dog", b"x")
+    listed.clear()
+    assert waiting.counts() == {"cat": 1, "dog": 2}
+    assert listed == [tmp_path.name, "dog"]

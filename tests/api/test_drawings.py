@@ -1,4 +1,4 @@
-"""POST /save-image/ through the backend app; saving never involves the model server."""
+"""POST /save-image/ through the backend app; saving never depends on the model server."""
 
 from concurrent.futures import ThreadPoolExecutor
 

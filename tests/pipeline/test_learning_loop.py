@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import mlflow
 import numpy as np
@@ -63,6 +64,9 @@ def test_pipeline_learns_new_categories_without_forgetting(tmp_path, quickdraw_d
 
     candidate = mlflow.pyfunc.load_model(f"models:/{settings.model_name}@{settings.model_alias}")
     before = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/1")
+    (described,) = candidate.predict(b64(drawings[0]), params={"model_info": True})
+    assert described["added_categories"] == NEW_CATEGORIES  # what GET /model announces
+    assert described["added_on"] == datetime.now(UTC).date().isoformat()
     old_test = load_dataset(base_dir, "test")
     new_test = load_dataset(quickdraw_dir, "test", categories=NEW_CATEGORIES)
     assert top1(candidate, new_test, NEW_CATEGORIES) >= 0.7
