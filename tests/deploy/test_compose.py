@@ -163,6 +163,17 @@ def test_compose_wires_the_services_together(resolved):
     assert services["ui"]["environment"]["UI_BACKEND_URL"] == "http://localhost:8000"
 
 
+def test_backend_and_watcher_share_the_training_threshold(tmp_path):
+    done = compose_config(tmp_path, {**SECRETS, "MIN_NEW_IMAGES": "25"})
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    assert services["fastapi-backend"]["environment"]["MIN_NEW_IMAGES"] == "25"  # the page shows it
+    assert services["pipeline-watcher"]["environment"]["MIN_NEW_IMAGES"] == "25"  # the watcher acts on it
+    swarm = yaml.safe_load((REPO / "deploy" / "swarm" / "doodle-stack.yml").read_text())["services"]
+    assert swarm["fastapi-backend"]["environment"]["MIN_NEW_IMAGES"] == "${MIN_NEW_IMAGES:-10}"
+    assert swarm["pipeline-watcher"]["environment"]["MIN_NEW_IMAGES"] == "${MIN_NEW_IMAGES:-10}"
+
+
 def test_compose_binds_the_config_files_that_exist(resolved):
     for name, service in resolved["services"].items():
         for source in mounts(service).values():

@@ -308,6 +308,18 @@ def test_drawings_are_shared_and_other_state_has_a_single_writer(manifests):
             assert deployment["spec"]["strategy"]["type"] == "Recreate", name
 
 
+def test_backend_and_watcher_share_the_training_threshold(manifests):
+    def threshold(name: str) -> str:
+        (value,) = [
+            e["value"]
+            for e in main_container(of_kind(manifests, "Deployment")[name])["env"]
+            if e["name"] == "MIN_NEW_IMAGES"
+        ]
+        return value
+
+    assert threshold("fastapi-backend") == threshold("pipeline-watcher")
+
+
 def test_pipeline_watcher_runs_exactly_one_pod(manifests):
     watcher = of_kind(manifests, "Deployment")["pipeline-watcher"]
     assert watcher["spec"]["replicas"] == 1
