@@ -1,6 +1,12 @@
 """Prometheus metrics of the backend; the design's five names are public API."""
 
+from typing import Literal, get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Who labelled a saved drawing: a person on the drawing page, its game (the label is the prompt), or an API client.
+FeedbackSource = Literal["ui", "game", "api"]
+FEEDBACK_OUTCOMES = ("agreed", "corrected")
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -47,7 +53,6 @@ class ApiMetrics:
         )
         self.saved = Counter("doodle_drawings_saved", "Labelled drawings stored", registry=registry)
         # outcome: did the saved label agree with the served model's first guess for that drawing?
-        # source: ui (a person labelled it), game (the label is the prompt) or api.
         self.feedback = Counter(
             "doodle_feedback",
             "Saved drawings, by whether the label agreed with the served model's top-1",
@@ -58,8 +63,25 @@ class ApiMetrics:
             "doodle_served_model_version", "Registry version of the model that answered last", registry=registry
         )
 
+        self._feedback_versions: set[str] = set()
+
     def record_prediction(self, label: str, probability: float, model_version: str) -> None:
         self.predictions.labels(category=label).inc()
         self.confidence.observe(probability)
         if model_version.isdigit():
             self.model_version.set(int(model_version))
+        self._start_feedback_series(model_version)
+
+    def record_feedback(self, outcome: str, model_version: str, source: FeedbackSource) -> None:
+        self._start_feedback_series(model_version)
+        self.feedback.labels(outcome=outcome, model_version=model_version, source=source).inc()
+
+    def _start_feedback_series(self, model_version: str) -> None:
+        """Export a version's feedback series at 0 as soon as it answers: Prometheus's increase() misses
+        what a series counted before its first scrape."""
+        if model_version in self._feedback_versions:
+            return
+        self._feedback_versions.add(model_version)
+        for outcome in FEEDBACK_OUTCOMES:
+            for source in get_args(FeedbackSource):
+                self.feedback.labels(outcome=outcome, model_version=model_version, source=source)

@@ -1,9 +1,10 @@
 """Request and response bodies of the backend."""
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from doodle.api.metrics import FeedbackSource
 from doodle.imaging import MAX_ENCODED_CHARS
 
 MAX_IMAGES_PER_REQUEST = 64
@@ -26,7 +27,7 @@ class PredictResponse(BaseModel):
 class DrawingCreate(BaseModel):
     image: Base64Image
     category: str = Field(max_length=1000)
-    source: Literal["ui", "game", "api"] = Field(
+    source: FeedbackSource = Field(
         "api", description="who labelled it: the drawing page, its game (the label is the prompt) or an API client"
     )
 

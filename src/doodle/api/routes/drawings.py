@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 
 from doodle.api.batching import PredictionBatcher
 from doodle.api.deps import BatcherDep, MetricsDep, SettingsDep, WaitingDep, require_token
-from doodle.api.metrics import ApiMetrics
+from doodle.api.metrics import ApiMetrics, FeedbackSource
 from doodle.api.model_client import ModelServerError, ModelServerUnavailableError
 from doodle.api.routes.model import waiting_now
 from doodle.api.schemas import DrawingCreate, DrawingPublic, error_responses
@@ -32,7 +32,7 @@ def store_drawing(settings: Settings, category: str, png: bytes) -> Path:
 
 
 async def record_feedback(
-    batcher: PredictionBatcher, metrics: ApiMetrics, bitmap_b64: str, category: str, source: str
+    batcher: PredictionBatcher, metrics: ApiMetrics, bitmap_b64: str, category: str, source: FeedbackSource
 ) -> None:
     """Count whether `category` agrees with the served model's first guess for the stored drawing.
 
@@ -46,7 +46,7 @@ async def record_feedback(
         logger.warning("feedback not counted category=%s reason=%s", category, error)
         return
     outcome = "agreed" if answer["labels"][0] == category else "corrected"
-    metrics.feedback.labels(outcome=outcome, model_version=str(answer["model_version"]), source=source).inc()
+    metrics.record_feedback(outcome, str(answer["model_version"]), source)
 
 
 @router.post(
