@@ -283,3 +283,41 @@ def test_replica_alerts_and_panels_follow_the_replicas_up(model_server, tmp_path
         stop([api])
         wait_for_alerts(scraper.url, {("BackendDown", ""): "pending"}, absent={"BackendReplicaDown"})
         assert panel_value(scraper.url, "api.json/Backend replicas up/A") == 0
+
+
+def test_feedback_panel_and_alert_follow_what_people_save(model_server, quickdraw_test, tmp_path):
+    """People correct 20 guesses and confirm 2: the live accuracy panel shows 2 in 22 for the served
+    version and the UsersCorrectMostGuesses alert goes pending; game prompts count apart."""
+    settings = settings_under(tmp_path / "var", mlflow_hosted_model_url=model_server)
+    api = backend(settings, HOST, free_port())
+    addresses = {job: f"{HOST}:{free_port()}" for job in SHIPPED_TARGETS}  # nothing listens there
+    scraper = scraping(tmp_path, {**addresses, "backend": urlsplit(api.url).netloc})
+    cats = quickdraw_test.images[quickdraw_test.labels == quickdraw_test.categories.index("cat")]
+    base_url = api.url.removesuffix("/docs")
+    with running([api, scraper], settings.log_dir), httpx.Client(base_url=base_url, timeout=30) as http:
+        guess = http.post("/invocations/", json={"inputs": b64(cats[0])}).json()
+        version = guess["model_version"]
+        wait_until(scraper.url, f'doodle_feedback_total{{model_version="{version}"}} == 0', "feedback series at 0")
+
+        saved = {"agreed": 0, "corrected": 0}
+        for image in cats[:24]:
+            top = http.post("/invocations/", json={"inputs": b64(image)}).json()["predictions"][0]
+            outcome = "agreed" if saved["agreed"] < 2 and top == "cat" else "corrected"
+            if saved[outcome] == {"agreed": 2, "corrected": 20}[outcome]:
+                continue
+            label = "cat" if outcome == "agreed" else ("dog" if top != "dog" else "fish")
+            answer = http.post("/save-image/", json={"image": b64(image), "category": label, "source": "ui"})
+            assert answer.status_code == 200, answer.text
+            saved[outcome] += 1
+        http.post("/save-image/", json={"image": b64(cats[0]), "category": "fish", "source": "game"})
+        assert saved == {"agreed": 2, "corrected": 20}
+
+        wait_until(scraper.url, "sum(doodle_feedback_total) == 23", "every save's feedback")
+        wait_for_alerts(scraper.url, {("UsersCorrectMostGuesses", ""): "pending"}, absent=set())
+        (query,) = [q for q in dashboard_queries() if q.source == "model.json/Live accuracy from user feedback/A"]
+        shown = {
+            (s["metric"]["model_version"], s["metric"]["source"]): float(s["value"][1])
+            for s in instant(scraper.url, query.expr)
+        }
+        assert shown[(version, "ui")] == pytest.approx(2 / 22)
+        assert shown[(version, "game")] == 0
