@@ -93,3 +93,10 @@ def test_save_rejects_an_unknown_source(api_client, settings):
     assert answer.status_code == 422
     assert answer.json()["detail"][0]["loc"] == ["body", "source"]
     assert not settings.img_data_location.exists() or not any(settings.img_data_location.rglob("*.png"))
+
+
+def test_model_reports_the_bundled_model_behind_the_stock_model_server(client, quickdraw_dir):
+    body = client.get("/model").json()
+    assert body["version"] == "1"
+    assert body["categories"] == sorted(path.stem for path in quickdraw_dir.glob("*.npy"))
+    assert (body["added_categories"], body["added_on"]) == ([], None)  # the base model added nothing
