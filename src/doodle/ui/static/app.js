@@ -1,4 +1,5 @@
-// The drawing page: pointer strokes, a live guess while drawing, and label correction.
+// The drawing page: pointer strokes, a live guess while drawing, label correction, and what the
+// model knows and what waits for training (polled from GET /model, which is also the health check).
 "use strict";
 
 (() => {
@@ -6,7 +7,7 @@
   const BACKEND = (params.get("backend") || (window.DOODLE_CONFIG || {}).backendUrl || "http://localhost:8000")
     .replace(/\/$/, "");
   const DEBOUNCE_MS = 150;
-  const HEALTH_EVERY_MS = 3000;
+  const POLL_EVERY_MS = 3000;
   const REQUEST_TIMEOUT_MS = 5000;
 
   const canvas = document.getElementById("canvas");
@@ -17,6 +18,11 @@
   const categoryInput = document.getElementById("category");
   const categoryList = document.getElementById("categories");
   const saveMessage = document.getElementById("save-message");
+  const modelVersion = document.getElementById("model-version");
+  const knownCategories = document.getElementById("known-categories");
+  const newCategories = document.getElementById("new-categories");
+  const waitingLine = document.getElementById("waiting");
+  const announcement = document.getElementById("announcement");
 
   const strokes = []; // [[{x, y}, ...], ...] in CSS pixels
   let current = null;
@@ -24,15 +30,13 @@
   let inFlight = false;
   let pending = false;
   let drawingVersion = 0; // bumps on every change, so stale answers are dropped
-  let knownModelVersion = null;
+  let model = null; // the last GET /model answer
 
   // --- backend calls -------------------------------------------------------
   async function call(path, options = {}) {
-    const response = await fetch(BACKEND + path, {
-      ...options,
-      headers: { "Content-Type": "application/json" },
-      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-    });
+    // GETs carry no Content-Type, so the browser needs no CORS preflight for them.
+    const headers = options.body ? { "Content-Type": "application/json" } : {};
+    const response = await fetch(BACKEND + path, { ...options, headers, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
     let body = null;
     try {
       body = await response.json();
@@ -47,34 +51,82 @@
     status.textContent = text;
   }
 
-  async function checkHealth() {
+  async function checkModel() {
     try {
-      const { ok } = await call("/health");
-      if (!ok) {
+      const { ok, body } = await call("/model");
+      if (ok) {
+        setStatus("ready", `Model ready (version ${body.version})`);
+        showModel(body);
+      } else {
         setStatus("unavailable", "Model server unavailable, retrying\u2026");
-        return;
-      }
-      const categories = await call("/categories");
-      if (categories.ok) {
-        setStatus("ready", `Model ready (version ${categories.body.model_version})`);
-        if (categories.body.model_version !== knownModelVersion) {
-          knownModelVersion = categories.body.model_version;
-          showCategories(categories.body.categories);
-        }
       }
     } catch {
       setStatus("unavailable", "Model server unavailable: backend unreachable, retrying\u2026");
+    } finally {
+      setTimeout(checkModel, POLL_EVERY_MS);
     }
   }
 
-  function showCategories(names) {
-    categoryList.replaceChildren(...names.map((name) => new Option(name.replace(/_/g, " "), name)));
+  // --- what the model knows, and what waits ------------------------------
+  const human = (name) => name.replace(/_/g, " ");
+  const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+
+  function showModel(answer) {
+    const changed = !model || answer.version !== model.version;
+    if (model && changed) announce(answer);
+    model = answer;
+    showWaiting(answer.waiting);
+    if (changed) {
+      modelVersion.textContent = answer.version;
+      categoryList.replaceChildren(...answer.categories.map((name) => new Option(human(name), name)));
+      knownCategories.replaceChildren(
+        ...answer.categories.map((name) => {
+          const chip = Object.assign(document.createElement("li"), { textContent: human(name) });
+          chip.dataset.category = name;
+          chip.classList.toggle("new", answer.added_categories.includes(name));
+          return chip;
+        }),
+      );
+      newCategories.hidden = answer.added_categories.length === 0;
+      newCategories.textContent = `New: ${answer.added_categories.map(human).join(", ")} (${versionAndDate(answer)})`;
+    }
+    document.dispatchEvent(new CustomEvent("doodle:model", { detail: answer }));
+  }
+
+  function versionAndDate({ version, added_on: addedOn }) {
+    if (!addedOn) return `version ${version}`;
+    const date = new Date(`${addedOn}T00:00:00Z`);
+    return `version ${version}, ${date.toLocaleDateString("en-GB", { day: "numeric", month: "short", timeZone: "UTC" })}`;
+  }
+
+  function announce(answer) {
+    announcement.dataset.version = answer.version;
+    announcement.textContent = answer.added_categories.length
+      ? `I just learned: ${answer.added_categories.map(human).join(", ")}`
+      : `I was updated to version ${answer.version}`;
+  }
+
+  const waits = (total) => plural(total, "drawing waits", "drawings wait");
+  const stillNeeded = ({ total, training_starts_at: startsAt }) =>
+    total >= startsAt ? "" : `, ${startsAt - total} more to go`;
+
+  // "12 drawings wait (3 of car); training starts at 10." with the category only when given.
+  function waitingText(waiting, category) {
+    const ofCategory = category ? ` (${waiting.categories[category] || 0} of ${human(category)})` : "";
+    return `${waits(waiting.total)}${ofCategory}; training starts at ${waiting.training_starts_at}${stillNeeded(waiting)}.`;
+  }
+
+  function showWaiting(waiting) {
+    waitingLine.dataset.total = waiting.total;
+    waitingLine.textContent =
+      `${waits(waiting.total)} for training; a run starts at ${waiting.training_starts_at}${stillNeeded(waiting)}.`;
   }
 
   // --- drawing -----------------------------------------------------------
   function resize() {
     const ratio = window.devicePixelRatio || 1;
     const rect = canvas.getBoundingClientRect();
+    if (rect.width === 0) return; // hidden (the game's results)
     canvas.width = Math.round(rect.width * ratio);
     canvas.height = Math.round(rect.height * ratio);
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
@@ -105,6 +157,7 @@
 
   canvas.addEventListener("pointerdown", (event) => {
     if (event.button !== 0) return;
+    event.preventDefault(); // drawing keeps the keyboard focus where it was (e.g. on the game's Skip)
     canvas.setPointerCapture(event.pointerId);
     current = [pointAt(event)];
     strokes.push(current);
@@ -181,7 +234,10 @@
         method: "POST",
         body: JSON.stringify({ inputs: DoodleNormalize.toBase64(bytes) }),
       });
-      if (ok && version === drawingVersion) showGuesses(body);
+      if (ok && version === drawingVersion) {
+        showGuesses(body);
+        document.dispatchEvent(new CustomEvent("doodle:guess", { detail: body }));
+      }
       if (!ok && code === 503) setStatus("unavailable", "Model server unavailable, retrying\u2026");
     } catch {
       setStatus("unavailable", "Model server unavailable: backend unreachable, retrying\u2026");
@@ -204,7 +260,7 @@
       const li = document.createElement("li");
       li.dataset.label = label;
       li.innerHTML = '<div class="label"><span></span><span></span></div><div class="bar"><span></span></div>';
-      li.querySelector(".label span:first-child").textContent = label.replace(/_/g, " ");
+      li.querySelector(".label span:first-child").textContent = human(label);
       li.querySelector(".label span:last-child").textContent = `${percent}%`;
       li.querySelector(".bar span").style.width = `${percent}%`;
       return li;
@@ -213,6 +269,21 @@
   }
 
   // --- correction --------------------------------------------------------
+  // Stores a drawing (base64 of its 784 bytes) under `category`; the answer says what now waits.
+  async function save(image, category, source) {
+    try {
+      const { ok, body } = await call("/save-image/", {
+        method: "POST",
+        body: JSON.stringify({ image, category, source }),
+      });
+      if (!ok) return { ok, error: describeError(body) };
+      showWaiting(body.waiting);
+      return { ok, body };
+    } catch {
+      return { ok: false, error: "Could not reach the backend. Try again in a moment." };
+    }
+  }
+
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const bytes = bitmap();
@@ -223,16 +294,10 @@
     if (!bytes) return showSave("error", "Draw something first.");
     const category = categoryInput.value.trim();
     if (!category) return showSave("error", "Type or pick what you drew.");
-    try {
-      const { ok, body } = await call("/save-image/", {
-        method: "POST",
-        body: JSON.stringify({ image: DoodleNormalize.toBase64(bytes), category }),
-      });
-      if (ok) showSave("saved", `Saved as \u201c${body.category}\u201d. Thank you! The next retraining will learn from it.`);
-      else showSave("error", describeError(body));
-    } catch {
-      showSave("error", "Could not reach the backend. Try again in a moment.");
-    }
+    const saved = await save(DoodleNormalize.toBase64(bytes), category, "ui");
+    if (!saved.ok) return showSave("error", saved.error);
+    const { category: label, waiting } = saved.body;
+    showSave("saved", `Saved as \u201c${label}\u201d. ${waitingText(waiting, label)}`);
   });
 
   function describeError(body) {
@@ -241,16 +306,24 @@
     return body.detail.map((item) => item.msg).join("; ");
   }
 
-  // Hooks for tests and the curious: the strokes, their raster and the bytes sent.
+  // Hooks for the game (game.js), tests and the curious: the strokes, their raster and the bytes sent.
   window.doodle = {
     strokes,
     raster: () => DoodleNormalize.render(strokes),
     bytes: () => Array.from(bitmap() || []),
+    image: () => {
+      const bytes = bitmap();
+      return bytes && DoodleNormalize.toBase64(bytes);
+    },
+    snapshot: () => canvas.toDataURL("image/png"),
+    model: () => model,
+    clear,
+    save,
+    human,
+    waitingText,
     backend: BACKEND,
   };
 
-  window.addEventListener("resize", resize);
-  resize();
-  checkHealth();
-  setInterval(checkHealth, HEALTH_EVERY_MS);
+  new ResizeObserver(resize).observe(canvas);
+  checkModel();
 })();
