@@ -6,6 +6,7 @@ from pathlib import Path
 
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST_PORT = 10000
+BROWSER_REFUSED = {10080}  # Chromium's one restricted port above LOWEST_PORT (ERR_UNSAFE_PORT)
 
 
 def free_port() -> int:
@@ -18,8 +19,11 @@ def free_port() -> int:
     if first_ephemeral < LOWEST_PORT + 1000:
         return _bound_port(0)
     while True:
+        port = random.randrange(LOWEST_PORT, first_ephemeral)
+        if port in BROWSER_REFUSED:
+            continue
         try:
-            return _bound_port(random.randrange(LOWEST_PORT, first_ephemeral))
+            return _bound_port(port)
         except OSError:
             continue  # in use
 
