@@ -75,6 +75,8 @@ def test_six_drawn_rounds_are_recognised_and_given_when_opted_in(page, live, sur
         trace(page, centre_line_paths(sure[prompt]))
         round_ended(page, "recognised")
         expect(page.locator("#round-outcome")).to_have_text(f"I know, it's {with_article(prompt)}!")
+        if round_number == 1:
+            page.screenshot(path=str(screenshots / "game.png"))
         prompts.append(prompt)
     assert len(set(prompts)) == ROUNDS  # no repeats within a game
 
@@ -102,7 +104,7 @@ def test_six_drawn_rounds_are_recognised_and_given_when_opted_in(page, live, sur
     expect(page.locator("#game")).to_be_hidden()
 
 
-def test_without_opt_in_nothing_is_saved_and_the_choice_is_remembered(page, live, sure, screenshots):
+def test_without_opt_in_nothing_is_saved_and_the_choice_is_remembered(page, live, sure):
     saves = []
     page.on("request", lambda request: saves.append(request.url) if "/save-image" in request.url else None)
     open_page(page, live, "?round_seconds=10")
@@ -115,7 +117,6 @@ def test_without_opt_in_nothing_is_saved_and_the_choice_is_remembered(page, live
     trace(page, centre_line_paths(another(sure, prompt)))
     page.wait_for_selector("#guesses li[data-label]", timeout=10_000)
     expect(page.locator("#game")).to_have_attribute("data-stage", "drawing")  # a wrong guess: the round goes on
-    page.screenshot(path=str(screenshots / "game.png"))
     round_ended(page, "timeout")
     expect(page.locator("#round-outcome")).to_have_text(f"Time's up: I didn't guess {with_article(prompt)}.")
     for round_number in range(2, ROUNDS + 1):
@@ -244,13 +245,13 @@ def test_a_game_on_a_phone(browser, live, sure, screenshots):
         touch_trace(page, centre_line_paths(sure[prompt]))
         round_ended(page, "recognised")
         fits()
+        page.screenshot(path=str(screenshots / "game-phone.png"))
 
         prompt = prompt_of(page, 2)
         page.tap("#start-round")
         touch_trace(page, split_in_two(centre_line_paths(another(sure, prompt)))[0])
         page.wait_for_selector("#guesses li[data-label]", timeout=10_000)
         fits()
-        page.screenshot(path=str(screenshots / "game-phone.png"))
         page.tap("#skip")
         for round_number in range(3, ROUNDS + 1):
             prompt_of(page, round_number)

@@ -42,7 +42,7 @@
     $("round-bar").hidden = name !== "drawing";
     $("results").hidden = $("results-actions").hidden = name !== "results";
     $("opt-in-label").hidden = name === "drawing";
-    outcomeLine.hidden = name === "drawing";
+    outcomeLine.hidden = name !== "card"; // the last round's outcome shows until the next starts
     showBoard(name !== "results");
   }
 
