@@ -279,12 +279,30 @@ def test_requests_per_minute_idle_and_playing(page, live, sure):
     assert idle and set(idle) == {("GET", f"{backend_url(live)}/model")}
     assert len(idle) <= idle_s / 3 + 1
 
+    in_flight, most_in_flight = 0, 0
+
+    def prediction(change: int):
+        def counted(request) -> None:
+            nonlocal in_flight, most_in_flight
+            if "/invocations" in request.url:
+                in_flight += change
+                most_in_flight = max(most_in_flight, in_flight)
+
+        return counted
+
+    page.on("request", prediction(+1))
+    page.on("requestfinished", prediction(-1))
+    page.on("requestfailed", prediction(-1))
     page.click("#mode-play")
     playing_from = time.monotonic()
     for _ in range(6):
         prompt = page.get_attribute("#game", "data-prompt")
         page.click("#start-round")
-        trace(page, centre_line_paths(sure[prompt]))
+        for stroke in centre_line_paths(sure[prompt]):  # as a person draws: a short pause between strokes
+            if page.get_attribute("#game", "data-stage") != "drawing":
+                break
+            trace(page, [stroke])
+            page.wait_for_timeout(250)
         page.wait_for_selector("#game:not([data-stage=drawing])", timeout=25_000)
     page.wait_for_selector("#game[data-stage=results]")
     playing = [url for at, _, url in sent if at >= playing_from]
@@ -295,3 +313,4 @@ def test_requests_per_minute_idle_and_playing(page, live, sure):
         f" {sum('/invocations' in url for url in playing)} predictions)"
     )
     assert set(playing) <= {f"{backend_url(live)}/model", f"{backend_url(live)}/invocations/"}
+    assert most_in_flight == 1
