@@ -53,6 +53,14 @@ def another(sure: dict[str, np.ndarray], prompt: str) -> np.ndarray:
     return next(bitmap for name, bitmap in sure.items() if name != prompt)
 
 
+def draw_in_round(page, paths, draw=trace) -> None:
+    """Draw the paths one stroke at a time, stopping when the round ends, as a player lifts the pen."""
+    for path in paths:
+        if page.get_attribute("#game", "data-stage") != "drawing":
+            return
+        draw(page, [path])
+
+
 def round_ended(page, outcome: str) -> None:
     page.wait_for_selector("#game:not([data-stage=drawing])", timeout=30_000)
     expect(page.locator("#round-outcome")).to_have_attribute("data-outcome", outcome)
@@ -72,7 +80,7 @@ def test_six_drawn_rounds_are_recognised_and_given_when_opted_in(page, live, sur
         expect(page.locator("#card-time")).to_have_text("in under 20 seconds")
         page.click("#start-round")
         expect(page.locator("#bar-prompt")).to_have_text(f"Draw {with_article(prompt)}")
-        trace(page, centre_line_paths(sure[prompt]))
+        draw_in_round(page, centre_line_paths(sure[prompt]))
         round_ended(page, "recognised")
         expect(page.locator("#round-outcome")).to_have_text(f"I know, it's {with_article(prompt)}!")
         if round_number == 1:
@@ -242,7 +250,7 @@ def test_a_game_on_a_phone(browser, live, sure, screenshots):
         canvas = page.locator("#canvas").bounding_box()
         assert canvas["width"] >= 300 and canvas["x"] + canvas["width"] <= PHONE["width"]
         assert canvas["y"] + canvas["height"] <= PHONE["height"]  # the canvas is on screen while drawing
-        touch_trace(page, centre_line_paths(sure[prompt]))
+        draw_in_round(page, centre_line_paths(sure[prompt]), touch_trace)
         round_ended(page, "recognised")
         fits()
         page.screenshot(path=str(screenshots / "game-phone.png"))

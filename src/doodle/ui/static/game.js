@@ -4,6 +4,7 @@
 
 (() => {
   const ROUNDS = 6;
+  const RESULTS_AFTER_MS = 1200;
   const askedSeconds = Number(new URLSearchParams(location.search).get("round_seconds")); // for tests
   const roundSeconds = askedSeconds > 0 ? askedSeconds : 20;
   const OPT_IN_KEY = "doodle.give-game-drawings";
@@ -23,6 +24,7 @@
   let played = []; // per round: {prompt, outcome, thumbnail, image}
   let deadline = 0;
   let ticker = null;
+  let resultsTimer = null;
 
   const withArticle = (name) => `${/^[aeiou]/i.test(name) ? "an" : "a"} ${doodle.human(name)}`;
   const stage = () => game.dataset.stage;
@@ -35,14 +37,15 @@
     playTab.setAttribute("aria-pressed", String(mode === "game"));
   }
 
-  // card: the next prompt and its Start button; drawing: the round runs; results: the drawings.
+  // card: the next prompt and its Start button; drawing: the round runs; over: the last round ended;
+  // results: the drawings.
   function setStage(name) {
     game.dataset.stage = name;
     $("card").hidden = name !== "card";
     $("round-bar").hidden = name !== "drawing";
     $("results").hidden = $("results-actions").hidden = name !== "results";
     $("opt-in-label").hidden = name === "drawing";
-    outcomeLine.hidden = name !== "card"; // the last round's outcome shows until the next starts
+    outcomeLine.hidden = name !== "card" && name !== "over"; // a round's outcome shows until the next starts
     showBoard(name !== "results");
   }
 
@@ -59,6 +62,7 @@
     }
     prompts = categories.slice(0, ROUNDS);
     played = [];
+    stopTimer();
     setOutcome("", "");
     doodle.clear();
     setMode("game");
@@ -106,7 +110,8 @@
 
   function stopTimer() {
     clearInterval(ticker);
-    ticker = null;
+    clearTimeout(resultsTimer);
+    ticker = resultsTimer = null;
   }
 
   function setOutcome(outcome, text) {
@@ -125,8 +130,13 @@
       skipped: `Skipped ${withArticle(prompt)}.`,
     };
     setOutcome(outcome, said[outcome]);
-    if (played.length < prompts.length) showCard();
-    else showResults();
+    if (played.length < prompts.length) {
+      showCard();
+    } else {
+      // A moment to read the last outcome; a pen still moving meanwhile lands on the canvas, not the results.
+      setStage("over");
+      resultsTimer = setTimeout(showResults, RESULTS_AFTER_MS);
+    }
   }
 
   document.addEventListener("doodle:guess", (event) => {
