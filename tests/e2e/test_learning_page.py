@@ -1,6 +1,5 @@
 """What the drawing page says it knows and what waits for training, in real Chromium against a real stack."""
 
-import base64
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from doodle.model.registry import bootstrap, bundled_checkpoint, configure_mlflo
 from doodle.stack.catalogue import backend, ui
 from doodle.stack.supervisor import stop
 from tests.e2e.test_ui import LiveStack, centre_line_paths, split_in_two, trace
+from tests.utils.images import b64
 from tests.utils.network import free_port
 from tests.utils.services import start_model_server, start_or_fail
 
@@ -26,19 +26,11 @@ pytestmark = pytest.mark.e2e
 
 TRAINING_STARTS_AT = 3  # low, so the tests see the waiting count cross it
 NEW_CATEGORIES = ["car", "guitar"]
-CHROMIUM_UNSAFE_PORTS = {10080}  # the one above 10000 that Chromium refuses (net::ERR_UNSAFE_PORT)
-
-
-def browser_port() -> int:
-    """A free port the browser may connect to."""
-    while (port := free_port()) in CHROMIUM_UNSAFE_PORTS:
-        pass
-    return port
 
 
 def start_stack(root: Path, model_url: str, **overrides) -> LiveStack:
     """A backend and the drawing page on free loopback ports, the backend talking to `model_url`."""
-    api_port, ui_port = browser_port(), browser_port()
+    api_port, ui_port = free_port(), free_port()
     settings = settings_under(
         root,
         mlflow_hosted_model_url=model_url,
@@ -73,10 +65,6 @@ def open_page(page, live: LiveStack, query: str = "") -> None:
 
 def backend_url(live: LiveStack) -> str:
     return live.settings.ui_backend_url
-
-
-def b64(pixels) -> str:
-    return base64.b64encode(bytes(np.asarray(pixels, dtype=np.uint8).reshape(784))).decode()
 
 
 def feedback_count(live: LiveStack, outcome: str, source: str, model_version: str = "1") -> float:
@@ -205,9 +193,8 @@ def test_a_promotion_is_announced_without_reload(browser, page, tmp_path, quickd
 
 def wait_for_the_models_guesses(page, live: LiveStack) -> list[list[str]]:
     """Waits until the page shows the model's top three for the drawing now on the canvas; returns them."""
-    answer = httpx.post(
-        f"{backend_url(live)}/invocations/", json={"inputs": b64(page.evaluate("() => window.doodle.bytes()"))}
-    ).json()
+    sent = np.array(page.evaluate("() => window.doodle.bytes()"))
+    answer = httpx.post(f"{backend_url(live)}/invocations/", json={"inputs": b64(sent)}).json()
     top = zip(answer["predictions"][:3], answer["probabilities"][:3], strict=True)
     expected = [[label, f"{int(np.floor(100 * p + 0.5))}%"] for label, p in top]  # Math.round
     page.wait_for_function(
