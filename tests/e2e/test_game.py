@@ -6,8 +6,8 @@ from playwright.sync_api import expect
 
 from doodle.drawings import list_drawings
 from doodle.stack.supervisor import stop
-from tests.e2e.test_learning_page import feedback_count, open_page, start_stack, sure_drawings
-from tests.e2e.test_ui import LiveStack, centre_line_paths, split_in_two, trace
+from tests.e2e.test_learning_page import feedback_count, open_page, start_stack
+from tests.e2e.test_ui import LiveStack, centre_line_paths, split_in_two, sure_drawings, trace
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ from doodle.model.net import load_checkpoint, save_checkpoint
 from doodle.model.registry import bootstrap, bundled_checkpoint, configure_mlflow, log_and_register, set_alias
 from doodle.stack.catalogue import backend, ui
 from doodle.stack.supervisor import stop
-from tests.e2e.test_ui import LiveStack, centre_line_paths, split_in_two, trace
+from tests.e2e.test_ui import LiveStack, centre_line_paths, split_in_two, sure_drawings, trace
 from tests.utils.images import b64
 from tests.utils.network import free_port
 from tests.utils.services import start_model_server, start_or_fail
@@ -45,17 +45,6 @@ def start_stack(root: Path, model_url: str, **overrides) -> LiveStack:
         stop([api])
         raise
     return LiveStack(settings, api, page_server)
-
-
-def sure_drawings(quickdraw_test) -> dict[str, np.ndarray]:
-    """Per category, the first test drawing the bundled model is sure of (p >= 0.95), as a 28x28 bitmap."""
-    net, categories, _ = load_checkpoint(bundled_checkpoint())
-    picked = {}
-    for name in categories:
-        images = quickdraw_test.images[quickdraw_test.labels == quickdraw_test.categories.index(name)][:200]
-        sure = predict_proba(net, images)[:, categories.index(name)] >= 0.95
-        picked[name] = images[np.flatnonzero(sure)[0]].reshape(28, 28)
-    return picked
 
 
 def open_page(page, live: LiveStack, query: str = "") -> None:

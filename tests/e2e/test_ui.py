@@ -46,16 +46,21 @@ def live(model_server, tmp_path_factory):
     stop([drawing_ui, api])
 
 
-@pytest.fixture(scope="module")
-def clear_drawings(quickdraw_test) -> dict[str, np.ndarray]:
-    """Per category, the first test drawing the bundled model is sure of (p >= 0.95)."""
+def sure_drawings(quickdraw_test, names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Per category (default: all the bundled model's), the first test drawing the bundled model is sure
+    of (p >= 0.95), as a 28x28 bitmap."""
     net, categories, _ = load_checkpoint(bundled_checkpoint())
     picked = {}
-    for name in SHOWN_CATEGORIES:
-        images = quickdraw_test.images[quickdraw_test.labels == quickdraw_test.categories.index(name)][:50]
+    for name in names or categories:
+        images = quickdraw_test.images[quickdraw_test.labels == quickdraw_test.categories.index(name)][:200]
         sure = predict_proba(net, images)[:, categories.index(name)] >= 0.95
         picked[name] = images[np.flatnonzero(sure)[0]].reshape(28, 28)
     return picked
+
+
+@pytest.fixture(scope="module")
+def clear_drawings(quickdraw_test) -> dict[str, np.ndarray]:
+    return sure_drawings(quickdraw_test, SHOWN_CATEGORIES)
 
 
 Point = tuple[int, int]
