@@ -120,14 +120,22 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    uvicorn.run(
-        "doodle.api.app:create_app_from_env",  # by name: each of the workers imports it
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        access_log=False,  # a line per prediction cost 10% of the backend's CPU; /metrics counts requests
-    )
+    from doodle.api.app import create_app_from_env
+    from doodle.api.server import DrainingServer
+
+    # No access log: a line per prediction cost 10% of the backend's CPU; /metrics counts requests.
+    options = {"host": args.host, "port": args.port, "access_log": False}
+    if args.workers > 1:
+        if args.drain_seconds:
+            print("doodle api: --drain-seconds needs --workers 1", file=sys.stderr)  # noqa: T201
+            return 2
+        # By name: each of the workers imports it.
+        uvicorn.run("doodle.api.app:create_app_from_env", factory=True, workers=args.workers, **options)
+        return 0
+    app = create_app_from_env()
+    server = DrainingServer(uvicorn.Config(app, **options), args.drain_seconds)
+    app.state.draining = server.draining
+    server.run()
     return 0
 
 
@@ -273,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     api = commands.add_parser("api", help="run the FastAPI backend")
     _add_listen_flags(api, DEFAULT_PORTS.api)
     api.add_argument("--workers", type=int, default=1)
+    api.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        help="on SIGTERM, answer /health with 503 but keep serving this long before stopping (default 0)",
+    )
     api.set_defaults(handler=cmd_api)
 
     ui = commands.add_parser("ui", help="serve the drawing UI")

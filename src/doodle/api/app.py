@@ -1,6 +1,7 @@
 """The FastAPI backend: wiring only."""
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -52,6 +53,7 @@ def create_app(settings: Settings, model_client: Predictor | None = None) -> Fas
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.waiting = WaitingDrawings(settings.img_data_location)
+    app.state.draining = threading.Event()  # set while the server drains before it stops
     add_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(drawings.router)
