@@ -51,9 +51,19 @@ def stack(doodle_image, tmp_path_factory):
             stack.deploy(rendered)
             deployed = time.monotonic()
             stack.wait_converged(timeout_s=240)
+            converged = time.monotonic()
+            # The load balancer finds a task through DNS and checks it every 2 s: it may route to one a
+            # moment after Docker calls it healthy. The backend's /health asks a model server through it.
+            wait_for(
+                "the load balancer routing to a backend and a model server",
+                lambda: httpx.get(stack.url("API_PORT", "/health"), timeout=5).status_code == 200,
+                30,
+                interval_s=0.5,
+            )
             print(  # noqa: T201
                 f"stack {stack.name}: deployed in {deployed - started:.2f} s, "
-                f"converged and healthy in {time.monotonic() - started:.0f} s"
+                f"converged and healthy in {converged - started:.0f} s, "
+                f"routed by the load balancer {time.monotonic() - converged:.1f} s later"
             )
             yield stack
         finally:
@@ -235,16 +245,21 @@ def test_swarm_stack_rolling_update_of_the_backend_fails_no_request(stack):
                 except httpx.HTTPError as error:
                     failures[type(error).__name__] += 1
 
+    def tasks_once_old_ones_stopped() -> set[str] | None:
+        tasks = {container["Id"] for container in stack.containers("fastapi-backend")}
+        return None if tasks & old_tasks else tasks
+
     load = threading.Thread(target=send_predictions, name="load")
     load.start()
     since, started = time.time(), time.monotonic()
     try:
         docker("service", "update", "--force", "--detach=false", stack.service("fastapi-backend"), timeout=300)
+        # The update ends when the last new task is healthy; the old one it replaced still drains.
+        new_tasks = wait_for("the last old backend task stopped", tasks_once_old_ones_stopped, 30, interval_s=0.5)
         update_s = time.monotonic() - started
     finally:
         stop.set()
         load.join()
-    new_tasks = {container["Id"] for container in stack.containers("fastapi-backend")}
     # The load balancer logs only the requests it retried, redispatched or failed.
     logged = docker("service", "logs", "--raw", "--since", f"{since - 1:.0f}", stack.service("load-balancer")).stdout
     moved = [line for line in logged.splitlines() if '"POST /invocations/' in line]
@@ -252,7 +267,7 @@ def test_swarm_stack_rolling_update_of_the_backend_fails_no_request(stack):
         f"rolling update of {BACKENDS} backends in {update_s:.0f} s: {sent} requests sent, "
         f"{len(moved)} moved to another backend by the load balancer, {sum(failures.values())} failed {dict(failures)}"
     )
-    assert len(new_tasks) == BACKENDS and not new_tasks & old_tasks
+    assert len(new_tasks) == BACKENDS
     assert sent > 100
     assert not failures, "the load balancer's log of retried or failed requests:\n" + "\n".join(moved[-20:])
 
