@@ -133,9 +133,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         uvicorn.run("doodle.api.app:create_app_from_env", factory=True, workers=args.workers, **options)
         return 0
     app = create_app_from_env()
-    server = DrainingServer(uvicorn.Config(app, **options), args.drain_seconds)
-    app.state.draining = server.draining
-    server.run()
+    DrainingServer(uvicorn.Config(app, **options), args.drain_seconds, app.state.draining).run()
     return 0
 
 

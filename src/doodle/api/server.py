@@ -11,17 +11,17 @@ logger = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
-    """On SIGTERM or Ctrl-C, keeps serving for `drain_s` with `draining` set before it stops.
+    """On SIGTERM or Ctrl-C, sets `draining` (the app's) and keeps serving for `drain_s` before it stops.
 
     /health answers 503 while draining, so a load balancer takes the copy out of rotation
     before it closes its connections; a request already on its way still gets an answer.
     A second signal stops it at once.
     """
 
-    def __init__(self, config: uvicorn.Config, drain_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, drain_s: float, draining: threading.Event) -> None:
         super().__init__(config)
         self.drain_s = drain_s
-        self.draining = threading.Event()
+        self.draining = draining
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.drain_s <= 0 or self.draining.is_set():

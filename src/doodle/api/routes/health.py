@@ -13,12 +13,9 @@ router = APIRouter(tags=["health"])
 @router.get("/health", response_model=HealthPublic, responses={503: {"model": HealthPublic}})
 async def health(request: Request, model: ModelClientDep) -> HealthPublic | JSONResponse:
     """200 only when the model server answers and this backend is not draining before it stops."""
-    model_server = "up" if await model.healthy() else "down"
-    if request.app.state.draining.is_set():
-        status = "draining"
-    else:
-        status = "ok" if model_server == "up" else "unavailable"
-    answer = HealthPublic(status=status, model_server=model_server)
+    up = await model.healthy()
+    status = "draining" if request.app.state.draining.is_set() else "ok" if up else "unavailable"
+    answer = HealthPublic(status=status, model_server="up" if up else "down")
     return answer if status == "ok" else JSONResponse(answer.model_dump(), status_code=503)
 
 
