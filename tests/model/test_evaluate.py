@@ -6,7 +6,8 @@ import torch
 
 from doodle.model.evaluate import predict_proba
 from doodle.model.finetune import extract_features
-from doodle.model.net import DoodleNet, NetConfig
+from doodle.model.net import DoodleNet, NetConfig, load_checkpoint, load_replay
+from doodle.model.registry import bundled_checkpoint
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (6, 784), dtype=np.uint8)
 
@@ -34,3 +35,14 @@ def test_extract_features_answers_in_eval_mode_and_leaves_the_callers_mode(train
     features = extract_features(net, IMAGES)
     assert net.training == training
     np.testing.assert_array_equal(features, extract_features(net, IMAGES))
+
+
+def test_a_drawing_and_its_mirror_image_get_the_same_answer():
+    net, _, _ = load_checkpoint(bundled_checkpoint())
+    drawings = load_replay(bundled_checkpoint())["images"].numpy()[::100]
+    mirrored = drawings.reshape(-1, 28, 28)[:, :, ::-1].reshape(-1, 784)
+
+    np.testing.assert_allclose(predict_proba(net, mirrored), predict_proba(net, drawings), atol=1e-6)
+    alone = predict_proba(net, drawings, mirror=False), predict_proba(net, mirrored, mirror=False)
+    assert np.abs(alone[0] - alone[1]).max() > 0.05  # the network alone does not see them alike
+    np.testing.assert_allclose(predict_proba(net, drawings), (alone[0] + alone[1]) / 2, atol=1e-6)

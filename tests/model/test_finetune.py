@@ -2,13 +2,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from doodle.model.finetune import FeatureSet, HeadConfig, head_accuracy, train_head
+from doodle.model.evaluate import top1_among
+from doodle.model.finetune import FeatureSet, HeadConfig, train_head
 
 
 def blobs(centres: np.ndarray, per_class: int, seed: int) -> FeatureSet:
     rng = np.random.default_rng(seed)
     features = np.concatenate([c + rng.normal(0, 0.3, (per_class, len(c))) for c in centres]).astype(np.float32)
     return FeatureSet(features, np.repeat(np.arange(len(centres)), per_class))
+
+
+@torch.no_grad()
+def head_accuracy(head: nn.Linear, data: FeatureSet, classes: list[int]) -> float | None:
+    return top1_among(head(torch.from_numpy(data.features)).argmax(dim=1).numpy(), data.labels, classes)
 
 
 def test_train_head_learns_new_rows_and_keeps_old_rows_exact():

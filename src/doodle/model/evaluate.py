@@ -25,14 +25,32 @@ class EvalReport:
 
 
 @torch.no_grad()
-def predict_proba(net: DoodleNet, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """uint8 (n, 784) -> float32 (n, classes) probabilities, computed in eval mode."""
+def predict_proba(net: DoodleNet, images: np.ndarray, batch_size: int = 1024, mirror: bool = True) -> np.ndarray:
+    """uint8 (n, 784) -> float32 (n, classes) probabilities, computed in eval mode.
+
+    With `mirror`, each drawing's answer is averaged with its left-right mirror image's, which
+    keeps its label (training mirrors half the drawings). Both go through the network in one
+    batch; the average is right more often, most of all on newly learned categories.
+    """
     with eval_mode(net):
         chunks = [
-            torch.softmax(net(to_tensor(images[start : start + batch_size])), dim=1).numpy()
+            _proba(net, to_tensor(images[start : start + batch_size]), mirror)
             for start in range(0, len(images), batch_size)
         ]
     return np.concatenate(chunks) if chunks else np.zeros((0, net.config.num_classes), np.float32)
+
+
+def _proba(net: DoodleNet, batch: torch.Tensor, mirror: bool) -> np.ndarray:
+    if not mirror:
+        return torch.softmax(net(batch), dim=1).numpy()
+    proba = torch.softmax(net(torch.cat([batch, batch.flip(dims=[3])])), dim=1)
+    return ((proba[: len(batch)] + proba[len(batch) :]) / 2).numpy()
+
+
+def top1_among(predicted: np.ndarray, labels: np.ndarray, classes: list[int]) -> float | None:
+    """Top-1 of predicted labels over the rows whose true label is in `classes`; None when there are none."""
+    keep = np.isin(labels, classes)
+    return float((predicted[keep] == labels[keep]).mean()) if keep.any() else None
 
 
 def report_from_proba(proba: np.ndarray, labels: np.ndarray, categories: list[str]) -> EvalReport:

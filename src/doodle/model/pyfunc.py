@@ -12,8 +12,6 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types.schema import ParamSchema, ParamSpec
 
 from doodle.imaging import PIXELS, SIDE, InvalidImageError, decode_image, normalize_drawing
-from doodle.model.evaluate import predict_proba
-from doodle.model.net import fuse_for_inference, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +91,9 @@ class DoodleClassifier(PythonModel):
     """Ranks the categories for each drawing; see `predict` for the output."""
 
     def load_context(self, context: PythonModelContext) -> None:
+        # torch loads with the model, not with this module: registering a model needs only the class.
+        from doodle.model.net import fuse_for_inference, load_checkpoint
+
         net, self.categories, meta = load_checkpoint(context.artifacts["checkpoint"])
         self.added_categories = list(meta.get("added_categories", []))
         self.added_on = meta.get("added_on")
@@ -118,6 +119,8 @@ class DoodleClassifier(PythonModel):
             bitmaps = to_bitmaps(model_input)
         except InvalidImageError as error:
             raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from None
+        from doodle.model.evaluate import predict_proba
+
         proba = predict_proba(self.net, bitmaps)
         ranked = np.argsort(-proba, axis=1)[:, :top_k]
         return [

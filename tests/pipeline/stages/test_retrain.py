@@ -13,7 +13,6 @@ from doodle.pipeline.stages.retrain import TRAIN, VAL, Drawings, SourceConfig, g
 
 NEW_CATEGORIES = ["car", "guitar", "rabbit"]
 SAVED_PER_CLASS = 100  # what users saved of each new category; the rest measures it
-OLD_TEST_PER_CLASS = 100
 
 
 def test_source_config_reads_the_checkpoint_train_config():
@@ -78,8 +77,7 @@ def new_drawings(quickdraw_new_dir):
 @pytest.mark.integration
 def test_fine_tuned_tail_beats_plain_head_retraining_without_more_forgetting(new_drawings, quickdraw_test):
     """The default recipe against head-only retraining, on the bundled model and real unseen categories."""
-    picks = np.concatenate([np.flatnonzero(quickdraw_test.labels == label)[:OLD_TEST_PER_CLASS] for label in range(21)])
-    old_images, old_labels = quickdraw_test.images[picks], quickdraw_test.labels[picks]
+    old_images, old_labels = quickdraw_test.images, quickdraw_test.labels
     results = {}
     for unfreeze in (0, 3):
         net, old_categories, meta = load_checkpoint(bundled_checkpoint())
@@ -101,4 +99,4 @@ def test_fine_tuned_tail_beats_plain_head_retraining_without_more_forgetting(new
     (plain_new, plain_drop), (recipe_new, recipe_drop) = results[0], results[3]
     measured = f"new-class top-1 {plain_new:.3f} -> {recipe_new:.3f}, old drop {plain_drop:.4f} -> {recipe_drop:.4f}"
     assert recipe_new >= plain_new + 0.03, measured
-    assert recipe_drop <= plain_drop + 0.005, measured  # no more forgetting, within the noise of 2,100 drawings
+    assert recipe_drop <= plain_drop + 0.005, measured  # no more forgetting, within the noise of 5,800 drawings

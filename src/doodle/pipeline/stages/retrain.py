@@ -20,6 +20,7 @@ import numpy.typing as npt
 import torch
 
 from doodle.model.data import split_indices
+from doodle.model.evaluate import predict_proba, top1_among
 from doodle.model.finetune import (
     TRAIN,
     VAL,
@@ -28,11 +29,10 @@ from doodle.model.finetune import (
     TailConfig,
     extract_features,
     finetune_tail,
-    head_accuracy,
     imprint,
     train_head,
 )
-from doodle.model.net import DoodleNet, load_checkpoint, load_replay, save_checkpoint
+from doodle.model.net import DoodleNet, fuse_for_inference, load_checkpoint, load_replay, save_checkpoint
 from doodle.model.registry import configure_mlflow
 from doodle.pipeline.ledger import Ledger, Rows, load_ledger, read_rows
 from doodle.pipeline.runner import StageContext, StageOutput, stage_main
@@ -82,10 +82,14 @@ def user_rows(data_dir: Path, category: str, ledger: Ledger, rng: np.random.Gene
 
 @dataclass
 class Outcome:
-    val: FeatureSet  # the candidate's features of the validation rows
+    val_labels: Indices
+    val_predicted: Indices  # the candidate's top-1 on the validation rows, as served
     old_top1_production: float | None
     losses: list[float]
     replay: Bank | None
+
+    def top1(self, classes: list[int]) -> float | None:
+        return top1_among(self.val_predicted, self.val_labels, classes)
 
 
 @dataclass
@@ -120,6 +124,12 @@ def gather(replay: Bank | None, categories: list[str], user: dict[str, Rows]) ->
     }
 
 
+def served_top1(net: DoodleNet, images: Rows) -> Indices:
+    """Each drawing's top label as the model server answers it: fused network, mirror averaged."""
+    top1: Indices = predict_proba(fuse_for_inference(net), images).argmax(axis=1)
+    return top1
+
+
 def retrain(
     net: DoodleNet,
     old_categories: list[str],
@@ -136,9 +146,7 @@ def retrain(
     """
     train, val = drawings[TRAIN], drawings[VAL]
     old_classes = list(range(len(old_categories)))
-    old_top1_production = head_accuracy(
-        net.head, FeatureSet(extract_features(net, val.images), val.labels), old_classes
-    )
+    old_top1_production = top1_among(served_top1(net, val.images), val.labels, old_classes)
     teacher = copy.deepcopy(net)
     net.grow_head(len(categories))
     for label in range(len(old_categories), len(categories)):
@@ -156,7 +164,7 @@ def retrain(
         "labels": torch.from_numpy(np.concatenate([d.labels for d in kept.values()]).astype(np.int64)),
         "split": torch.from_numpy(np.concatenate([np.full(len(d.labels), s, np.uint8) for s, d in kept.items()])),
     }
-    return Outcome(FeatureSet(extract_features(net, val.images), val.labels), old_top1_production, losses, replay)
+    return Outcome(val.labels, served_top1(net, val.images), old_top1_production, losses, replay)
 
 
 def user_split(n: int, split: int) -> Indices:
@@ -185,14 +193,14 @@ def run(context: StageContext) -> StageOutput:
         mlflow.log_params({f"drawings.{category}": len(rows) for category, rows in user.items()})
         drawings = gather(load_replay(checkpoint), categories, user)
         outcome = retrain(net, old_categories, categories, drawings, source, unfreeze)
-        mlflow.log_params({"val_rows": len(outcome.val.labels)})
+        mlflow.log_params({"val_rows": len(outcome.val_labels)})
         for epoch in range(0, len(outcome.losses), 10):
             mlflow.log_metric("train_loss", outcome.losses[epoch], step=epoch)
         metrics = {
             "old_top1_production": outcome.old_top1_production,
-            "old_top1_candidate": head_accuracy(net.head, outcome.val, old_classes),
-            "new_top1_candidate": head_accuracy(net.head, outcome.val, new_classes),
-            "val_top1_candidate": head_accuracy(net.head, outcome.val, old_classes + new_classes),
+            "old_top1_candidate": outcome.top1(old_classes),
+            "new_top1_candidate": outcome.top1(new_classes),
+            "val_top1_candidate": outcome.top1(old_classes + new_classes),
         }
         mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
         candidate = context.run_dir / "candidate.pt"
