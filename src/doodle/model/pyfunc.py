@@ -92,8 +92,10 @@ class DoodleClassifier(PythonModel):
 
     def load_context(self, context: PythonModelContext) -> None:
         # torch loads with the model, not with this module: registering a model needs only the class.
+        from doodle.model.evaluate import predict_proba
         from doodle.model.net import fuse_for_inference, load_checkpoint
 
+        self.predict_proba = predict_proba
         net, self.categories, meta = load_checkpoint(context.artifacts["checkpoint"])
         self.added_categories = list(meta.get("added_categories", []))
         self.added_on = meta.get("added_on")
@@ -119,9 +121,7 @@ class DoodleClassifier(PythonModel):
             bitmaps = to_bitmaps(model_input)
         except InvalidImageError as error:
             raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from None
-        from doodle.model.evaluate import predict_proba
-
-        proba = predict_proba(self.net, bitmaps)
+        proba = self.predict_proba(self.net, bitmaps)
         ranked = np.argsort(-proba, axis=1)[:, :top_k]
         return [
             {
