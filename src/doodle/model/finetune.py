@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from doodle.model.data import augment, to_tensor
-from doodle.model.net import BasicBlock, Bottleneck, DoodleNet, eval_mode, fuse_for_inference
+from doodle.model.net import BasicBlock, Bottleneck, DoodleNet, eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -129,18 +129,17 @@ def finetune_tail(
 ) -> list[float]:
     """Train the backbone's last `unfreeze` layers and the whole head; returns the loss per step.
 
-    The frozen prefix is shared with `teacher` (the previous model, untouched), so both run once
-    per drawing, ahead of training: a pool of class-balanced, augmented drawings holds the
-    prefix's output and the teacher's answers, and each step trains on a batch of the pool. The
-    old classes' logits are distilled towards the teacher's, which keeps what the old classes'
-    features meant.
+    `teacher` is the previous model fused for inference (see fuse_for_inference). Its frozen
+    prefix computes what the net's would, so both run once per drawing, ahead of training: a pool
+    of class-balanced, augmented drawings holds the prefix's output and the teacher's answers, and
+    each step trains on a batch of the pool. The old classes' logits are distilled towards the
+    teacher's, which keeps what the old classes' features meant.
     """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     _, tail = split_backbone(net, unfreeze)
-    fused_teacher = fuse_for_inference(teacher)  # same answers, twice as fast
-    prefix, teacher_tail = split_backbone(fused_teacher, unfreeze)  # the prefix is frozen: the teacher's is the net's
+    prefix, teacher_tail = split_backbone(teacher, unfreeze)  # the prefix is frozen: the teacher's is the net's
     old_classes = teacher.head.out_features
     temperature = config.distill_temperature
     draw = 1.0 / np.bincount(labels)[labels]
@@ -149,7 +148,7 @@ def finetune_tail(
     with torch.no_grad():
         for chunk in tqdm(np.array_split(picked, math.ceil(len(picked) / 512)), desc="pool", leave=False):
             features = prefix(augment(to_tensor(images[chunk]), generator))
-            targets.append(torch.softmax(fused_teacher.head(teacher_tail(features)) / temperature, dim=1))
+            targets.append(torch.softmax(teacher.head(teacher_tail(features)) / temperature, dim=1))
             inputs.append(features.half())  # half the memory; the tail computes in float32
     pool_inputs, pool_targets, pool_labels = torch.cat(inputs), torch.cat(targets), torch.from_numpy(labels[picked])
     groups = [{"params": tail.parameters(), "lr": config.lr}, {"params": net.head.parameters(), "lr": config.lr * 10}]

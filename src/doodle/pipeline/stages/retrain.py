@@ -6,7 +6,6 @@ on them and the new drawings, distilled towards the production model so old clas
 meaning. RETRAIN_UNFREEZE=0 trains only new head rows on frozen features: faster, learns less.
 """
 
-import copy
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -82,14 +81,10 @@ def user_rows(data_dir: Path, category: str, ledger: Ledger, rng: np.random.Gene
 
 @dataclass
 class Outcome:
-    val_labels: Indices
     val_predicted: Indices  # the candidate's top-1 on the validation rows, as served
     old_top1_production: float | None
     losses: list[float]
     replay: Bank | None
-
-    def top1(self, classes: list[int]) -> float | None:
-        return top1_among(self.val_predicted, self.val_labels, classes)
 
 
 @dataclass
@@ -124,9 +119,9 @@ def gather(replay: Bank | None, categories: list[str], user: dict[str, Rows]) ->
     }
 
 
-def served_top1(net: DoodleNet, images: Rows) -> Indices:
-    """Each drawing's top label as the model server answers it: fused network, mirror averaged."""
-    top1: Indices = predict_proba(fuse_for_inference(net), images).argmax(axis=1)
+def served_top1(fused: DoodleNet, images: Rows) -> Indices:
+    """Each drawing's top label as the model server answers it: `fused` (see fuse_for_inference), mirror averaged."""
+    top1: Indices = predict_proba(fused, images).argmax(axis=1)
     return top1
 
 
@@ -146,8 +141,8 @@ def retrain(
     """
     train, val = drawings[TRAIN], drawings[VAL]
     old_classes = list(range(len(old_categories)))
-    old_top1_production = top1_among(served_top1(net, val.images), val.labels, old_classes)
-    teacher = copy.deepcopy(net)
+    teacher = fuse_for_inference(net)  # the production model as served, and the fine-tuning's teacher
+    old_top1_production = top1_among(served_top1(teacher, val.images), val.labels, old_classes)
     net.grow_head(len(categories))
     for label in range(len(old_categories), len(categories)):
         if (train.labels == label).any():
@@ -164,7 +159,7 @@ def retrain(
         "labels": torch.from_numpy(np.concatenate([d.labels for d in kept.values()]).astype(np.int64)),
         "split": torch.from_numpy(np.concatenate([np.full(len(d.labels), s, np.uint8) for s, d in kept.items()])),
     }
-    return Outcome(val.labels, served_top1(net, val.images), old_top1_production, losses, replay)
+    return Outcome(served_top1(fuse_for_inference(net), val.images), old_top1_production, losses, replay)
 
 
 def user_split(n: int, split: int) -> Indices:
@@ -193,14 +188,15 @@ def run(context: StageContext) -> StageOutput:
         mlflow.log_params({f"drawings.{category}": len(rows) for category, rows in user.items()})
         drawings = gather(load_replay(checkpoint), categories, user)
         outcome = retrain(net, old_categories, categories, drawings, source, unfreeze)
-        mlflow.log_params({"val_rows": len(outcome.val_labels)})
+        val_labels = drawings[VAL].labels
+        mlflow.log_params({"val_rows": len(val_labels)})
         for epoch in range(0, len(outcome.losses), 10):
             mlflow.log_metric("train_loss", outcome.losses[epoch], step=epoch)
         metrics = {
             "old_top1_production": outcome.old_top1_production,
-            "old_top1_candidate": outcome.top1(old_classes),
-            "new_top1_candidate": outcome.top1(new_classes),
-            "val_top1_candidate": outcome.top1(old_classes + new_classes),
+            "old_top1_candidate": top1_among(outcome.val_predicted, val_labels, old_classes),
+            "new_top1_candidate": top1_among(outcome.val_predicted, val_labels, new_classes),
+            "val_top1_candidate": top1_among(outcome.val_predicted, val_labels, old_classes + new_classes),
         }
         mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
         candidate = context.run_dir / "candidate.pt"
