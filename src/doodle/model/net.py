@@ -192,8 +192,11 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path) -> tuple[DoodleNet, list[str], dict[str, Any]]:
-    """Rebuild the network in eval mode; returns (net, categories, meta)."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    """Rebuild the network in eval mode; returns (net, categories, meta).
+
+    Memory-mapped: the replay drawings the file also holds are not read (see load_replay).
+    """
+    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     net = DoodleNet(NetConfig(**saved["net_config"]))
     net.load_state_dict(saved["state_dict"])
     net.eval()
@@ -207,5 +210,8 @@ def checkpoint_categories(path: str | Path) -> list[str]:
 
 
 def load_replay(path: str | Path) -> dict[str, torch.Tensor] | None:
-    """The checkpoint's replay drawings (see doodle.model.train.replay_set), if it has them."""
-    return torch.load(path, map_location="cpu", weights_only=True).get("replay")
+    """The checkpoint's replay drawings (see doodle.model.train.replay_set), if it has them.
+
+    Memory-mapped: the weights are not read again, and the drawings only as they are used.
+    """
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("replay")
